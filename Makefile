@@ -1,0 +1,49 @@
+# Two promises (see README): `make bake` and `make test` each do all setup first.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+APT_PACKAGES := packer qemu-system-x86 qemu-utils mmdebstrap xorriso cloud-init \
+                openssh-client e2fsprogs apt-cacher-ng python3-venv
+export PACKER_CHECKPOINT_DISABLE := 1
+
+.PHONY: setup apt venv bake test test-unit test-vm lint bench clean
+
+setup: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	    --no-install-recommends $$missing; \
+	fi
+	@# apt-cacher-ng is only wanted by `make bench`, not as a service on this machine.
+	@systemctl disable --now apt-cacher-ng >/dev/null 2>&1 || true
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+bake: setup
+	$(VENV)/bin/builder validate --all --target qemu
+	$(VENV)/bin/builder bake --all --target qemu
+
+test: setup lint
+	$(PY) -m pytest -p no:cacheprovider -v tests/unit tests/integration
+
+test-unit: setup
+	$(PY) -m pytest -p no:cacheprovider tests/unit
+
+lint: venv
+	$(VENV)/bin/ruff check builder tests
+
+bench: setup
+	$(PY) -m builder.bench
+
+clean:
+	rm -rf packer/qemu packer/aws output/.tmp-* 

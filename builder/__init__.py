@@ -1,0 +1,3 @@
+"""Golden-image builder for a highly available Saleor stack."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,6 @@
+"""The node agent: baked into every image, runs once per boot after cloud-init.
+
+It must run on the image's own Debian Python with only the standard library, PyYAML and
+Jinja2 (both already there as cloud-init's dependencies): nothing else of builder is
+imported from here.
+"""

@@ -1,0 +1,195 @@
+"""Debian base images for the qemu target: built offline-capable with mmdebstrap, or taken
+from an official cloud image with its checksum. Cached under state/bases/ by content key."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from builder.errors import OperationError, UserError
+from builder.progress import Progress
+from builder.spec import BaseImage
+
+# What goes into a locally made base. Changing this list changes every content key.
+INCLUDE = (
+    "linux-image-cloud-amd64", "systemd-sysv", "udev", "cloud-init", "openssh-server",
+    "ifupdown", "isc-dhcp-client", "netbase", "iproute2", "sudo", "python3",
+    "ca-certificates", "e2fsprogs",
+)
+RECIPE_VERSION = 1
+DISK_SIZE = "3G"
+
+# Written into the base: cloud-init looks only for a NoCloud seed (no 2-minute EC2 probe on
+# a local VM), and eth0 comes up by DHCP before cloud-init's own network config exists.
+FILES = {
+    "etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
+    "etc/network/interfaces": (
+        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n"
+    ),
+    "etc/cloud/cloud.cfg.d/05-builder-datasource.cfg": "datasource_list: [NoCloud, None]\n",
+    "etc/hostname": "localhost\n",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Base:
+    """A base ready to bake from."""
+
+    identity: str          # what the content key of every image built on it includes
+    image: str             # qcow2 path (or URL)
+    checksum: str          # sha256:<hex> for Packer
+    kernel: str | None     # direct kernel boot (local bases); None boots the disk's own loader
+    initrd: str | None
+
+
+def identity(base: BaseImage) -> str:
+    if base.url:
+        return f"image:{base.checksum}"
+    recipe = {"suite": base.suite, "include": INCLUDE, "files": FILES, "size": DISK_SIZE,
+              "recipe": RECIPE_VERSION}
+    blob = json.dumps(recipe, sort_keys=True).encode()
+    return f"mmdebstrap:{base.suite}:{hashlib.sha256(blob).hexdigest()[:16]}"
+
+
+def _dir(state: Path, base: BaseImage) -> Path:
+    return state / "bases" / identity(base).replace(":", "-")
+
+
+def find(state: Path, base: BaseImage) -> Base | None:
+    """The cached base for this recipe, if it was completed."""
+    meta = _dir(state, base) / "base.json"
+    if not meta.is_file():
+        return None
+    data = json.loads(meta.read_text())
+    root = meta.parent
+    return Base(identity=identity(base), image=str(root / data["image"]),
+                checksum=data["checksum"],
+                kernel=str(root / data["kernel"]) if data.get("kernel") else None,
+                initrd=str(root / data["initrd"]) if data.get("initrd") else None)
+
+
+def ensure(state: Path, base: BaseImage, progress: Progress, force: bool = False) -> Base:
+    found = None if force else find(state, base)
+    if found:
+        progress.say(f"base {identity(base)} up to date")
+        return found
+    if base.url:
+        return _fetch_official(state, base, progress)
+    return _build_local(state, base, progress)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
+def _run(cmd: list[str], what: str, log: Path) -> None:
+    with log.open("ab") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise OperationError(f"{what} failed (exit {proc.returncode}): " + " | ".join(tail))
+
+
+def _publish(tmp: Path, final: Path, meta: dict) -> None:
+    (tmp / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if final.exists():
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(final)
+
+
+def _build_local(state: Path, base: BaseImage, progress: Progress) -> Base:
+    for tool in ("mmdebstrap", "mkfs.ext4", "qemu-img"):
+        if not shutil.which(tool):
+            raise UserError(f"{tool} is not installed (run `make setup`)", field="base")
+    final = _dir(state, base)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    try:
+        started = time.monotonic()
+        rootfs = tmp / "rootfs"
+        log = tmp / "build.log"
+        progress.stage("debootstrap", f"mmdebstrap {base.suite}")
+        _run(["mmdebstrap", "--variant=minbase", "--include=" + ",".join(INCLUDE),
+              "--aptopt=Acquire::Retries \"3\"", base.suite, str(rootfs)], "mmdebstrap", log)
+        for rel, text in FILES.items():
+            (rootfs / rel).parent.mkdir(parents=True, exist_ok=True)
+            (rootfs / rel).write_text(text)
+        kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
+        initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
+        if not kernels or not initrds:
+            raise OperationError("the base has no kernel or initrd in /boot")
+        shutil.copy2(kernels[-1], tmp / "vmlinuz")
+        shutil.copy2(initrds[-1], tmp / "initrd.img")
+        # Nothing host- or build-specific may stay in the base.
+        for leftover in ("etc/machine-id", "var/lib/dbus/machine-id"):
+            (rootfs / leftover).unlink(missing_ok=True)
+        (rootfs / "etc/machine-id").write_text("")
+        for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+            key.unlink()
+        progress.stage("filesystem", f"ext4 image {DISK_SIZE}")
+        raw = tmp / "disk.raw"
+        _run(["truncate", "-s", DISK_SIZE, str(raw)], "truncate", log)
+        _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(rootfs), str(raw)], "mkfs.ext4",
+             log)
+        shutil.rmtree(rootfs)
+        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(tmp / "base.qcow2")],
+             "qemu-img convert", log)
+        raw.unlink()
+        meta = {"identity": identity(base), "suite": base.suite, "image": "base.qcow2",
+                "checksum": _sha256(tmp / "base.qcow2"), "kernel": "vmlinuz",
+                "initrd": "initrd.img", "seconds": round(time.monotonic() - started, 1)}
+        _publish(tmp, final, meta)
+        progress.say(f"base {identity(base)} built in {meta['seconds']} s")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    found = find(state, base)
+    assert found is not None
+    return found
+
+
+def _fetch_official(state: Path, base: BaseImage, progress: Progress) -> Base:
+    """An official cloud image (a URL or a local file) checked against its sha256."""
+    final = _dir(state, base)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    try:
+        target = tmp / "base.qcow2"
+        progress.stage("download", base.url or "")
+        if base.url.startswith(("http://", "https://")):
+            import urllib.request
+
+            try:
+                with urllib.request.urlopen(base.url, timeout=60) as resp, \
+                        target.open("wb") as out:
+                    shutil.copyfileobj(resp, out)
+            except OSError as exc:
+                raise UserError(f"base image unreachable: {exc}", field="base.url") from None
+        else:
+            source = Path(base.url.removeprefix("file://"))
+            if not source.is_file():
+                raise UserError(f"no such base image file {source}", field="base.url")
+            shutil.copyfile(source, target)
+        actual = _sha256(target)
+        if actual != base.checksum:
+            raise UserError(f"checksum mismatch: expected {base.checksum}, got {actual}",
+                            field="base.checksum")
+        _publish(tmp, final, {"identity": identity(base), "image": "base.qcow2",
+                              "checksum": actual, "kernel": None, "initrd": None})
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    found = find(state, base)
+    assert found is not None
+    return found

@@ -1,0 +1,144 @@
+"""The `builder` command line: parse, call, print. No logic lives here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from builder import __version__
+from builder.errors import OperationError, UserError
+
+
+def _selectors(func):
+    """ROLE... | --all, --target, --env, --images: the same on every command that needs them."""
+    @click.argument("roles", nargs=-1, metavar="[ROLE]...")
+    @click.option("--all", "all_roles", is_flag=True, help="Every role under --images.")
+    @click.option("--target", default="qemu", show_default=True, metavar="qemu|aws",
+                  help="Where the image is baked.")
+    @click.option("--env", "env_name", default="local", show_default=True, metavar="NAME|FILE",
+                  help="Environment: built-in `local`, environments/NAME.yaml, or a file.")
+    @click.option("--images", type=click.Path(path_type=Path), default=None,
+                  help="Directory of role specs (default: images/ of the project).")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+    return wrapper
+
+
+def _emit(data, as_json: bool, human) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+    else:
+        human(data)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="builder")
+def cli() -> None:
+    """Bake, test and release golden VM images for a highly available Saleor stack."""
+
+
+@cli.command("list")
+@click.option("--images", type=click.Path(path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_roles(images, as_json) -> None:
+    """Roles, their versions and the targets they render for."""
+    from builder import commands
+
+    _emit(commands.list_roles(images), as_json, commands.print_roles)
+
+
+@cli.command()
+@_selectors
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output directory (default: packer/ of the project).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def render(roles, all_roles, target, env_name, images, out, as_json) -> None:
+    """Render Packer HCL, user-data and provisioning files for roles."""
+    from builder import commands
+
+    result = commands.render(roles, all_roles, target, env_name, images, out)
+    _emit(result, as_json, commands.print_rendered)
+
+
+@cli.command()
+@_selectors
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def validate(roles, all_roles, target, env_name, images, as_json) -> None:
+    """The static gate: specs, strict templates, HCL, packer validate/fmt, cloud-init schema."""
+    from builder import commands
+
+    report = commands.validate(roles, all_roles, target, env_name, images)
+    _emit(report, as_json, commands.print_validation)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--suite", type=click.Choice(["trixie", "bookworm"]), default="trixie",
+              show_default=True)
+@click.option("--force", is_flag=True, help="Rebuild even when cached.")
+@click.option("--json", "as_json", is_flag=True)
+def base(suite, force, as_json) -> None:
+    """Make (or reuse) the local Debian base qcow2 with mmdebstrap."""
+    from builder import commands
+
+    _emit(commands.base(suite, force), as_json, lambda d: click.echo(d["image"]))
+
+
+@cli.command()
+@_selectors
+@click.option("--force", is_flag=True, help="Bake even when an identical tested image exists.")
+@click.option("--parallel", type=click.IntRange(1, 8), default=1, show_default=True,
+              help="Bakes at once; the first failure stops the others.")
+@click.option("--json", "as_json", is_flag=True)
+def bake(roles, all_roles, target, env_name, images, force, parallel, as_json) -> None:
+    """Bake images with Packer, testing each inside its build."""
+    from builder import commands
+
+    report = commands.bake(roles, all_roles, target, env_name, images, force, parallel)
+    _emit(report, as_json, commands.print_bakes)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@cli.command("test-image")
+@click.argument("role")
+@click.option("--phase", type=click.Choice(["bake", "boot"]), default="bake", show_default=True)
+@click.option("--ssh", "ssh_target", required=True, metavar="USER@HOST:PORT")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="SSH private key file.")
+@click.option("--key-env", metavar="VAR", help="Environment variable holding the private key.")
+@click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
+@click.option("--images", type=click.Path(path_type=Path), default=None)
+def test_image(role, phase, ssh_target, key, key_env, junit, images) -> None:
+    """Run a role's testinfra suite against a VM over SSH (used inside bakes)."""
+    from builder import imagetest
+
+    sys.exit(imagetest.run(role, phase, ssh_target, key, key_env, junit, images))
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except UserError as exc:
+        click.echo(f"builder: error: {exc.render()}", err=True)
+        sys.exit(2)
+    except OperationError as exc:
+        click.echo(f"builder: failed: {exc}", err=True)
+        sys.exit(1)
+    except click.exceptions.Abort:
+        click.echo("builder: interrupted", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        field = f" ({exc.param.opts[0] if exc.param and exc.param.opts else ''})" \
+            if getattr(exc, "param", None) else ""
+        click.echo(f"builder: error: {exc.format_message()}{field}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"builder: error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)

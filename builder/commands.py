@@ -1,0 +1,87 @@
+"""What each CLI command does, composed from the one-job modules; returns plain data."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+from builder import render as rendering
+from builder import spec as specs
+from builder.project import find_project
+
+
+def _load(images: Path | None, roles, all_roles, target, env_name):
+    project = find_project(images)
+    loaded = specs.load_roles(project)
+    chosen = specs.select_roles(loaded, roles, all_roles)
+    specs.check_target(target)
+    env = specs.load_environment(env_name, project, loaded)
+    return project, chosen, env
+
+
+def list_roles(images: Path | None) -> dict:
+    project = find_project(images)
+    loaded = specs.load_roles(project)
+    return {"roles": [{"role": s.role, "version": s.version, "description": s.description,
+                       "targets": list(specs.TARGETS), "packages": s.package_names,
+                       "ports": s.ports} for s in loaded.values()]}
+
+
+def print_roles(data: dict) -> None:
+    for r in data["roles"]:
+        click.echo(f"{r['role']:<18} {r['version']:<8} {','.join(r['targets']):<10} "
+                   f"{r['description']}")
+
+
+def render(roles, all_roles, target, env_name, images, out) -> dict:
+    started = time.monotonic()
+    project, chosen, env = _load(images, roles, all_roles, target, env_name)
+    out = out or project.root / "packer"
+    results = rendering.render(chosen, target, env, project, out)
+    return {"target": target, "environment": env.name,
+            "seconds": round(time.monotonic() - started, 3),
+            "rendered": [r.as_json() for r in results]}
+
+
+def print_rendered(data: dict) -> None:
+    for r in data["rendered"]:
+        click.echo(f"{r['role']:<18} {r['content_key'][:16]}  {r['directory']}")
+
+
+def validate(roles, all_roles, target, env_name, images) -> dict:
+    from builder import validate as gate
+
+    started = time.monotonic()
+    project, chosen, env = _load(images, roles, all_roles, target, env_name)
+    with tempfile.TemporaryDirectory(prefix="builder-validate-") as scratch:
+        results = rendering.render(chosen, target, env, project, Path(scratch))
+        checks = gate.run(results, project)
+    failed = [c for c in checks if not c.ok]
+    return {"ok": not failed, "target": target, "environment": env.name,
+            "seconds": round(time.monotonic() - started, 3),
+            "roles": [r.role.role for r in results],
+            "content_keys": {r.role.role: r.content_key for r in results},
+            "checks": [c.as_json() for c in checks]}
+
+
+def print_validation(report: dict) -> None:
+    for c in report["checks"]:
+        mark = "skip" if c["skipped"] else ("ok" if c["ok"] else "FAIL")
+        click.echo(f"{mark:<5} {c['role']:<18} {c['name']:<18} {c['detail']}")
+    total = len(report["checks"])
+    failed = sum(1 for c in report["checks"] if not c["ok"])
+    click.echo(f"{report['target']}: {total - failed}/{total} checks passed in "
+               f"{report['seconds']} s" + ("" if report["ok"] else f", {failed} failed"))
+
+
+def base(suite: str, force: bool) -> dict:
+    from builder import base as bases
+    from builder.progress import Progress
+
+    project = find_project()
+    found = bases.ensure(project.state.resolve(), specs.BaseImage(suite=suite), Progress(),
+                         force=force)
+    return {"identity": found.identity, "image": found.image, "checksum": found.checksum}

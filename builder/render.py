@@ -1,0 +1,190 @@
+"""Spec + environment -> packer/<target>/<role>/: HCL, user-data and provisioning files.
+
+Rendering happens in a temporary directory next to the output and is moved into place only
+when every role rendered; a failure leaves the output directory as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import jinja2
+
+from builder import base as bases
+from builder import contentkey, packer
+from builder.errors import UserError
+from builder.project import PACKAGE_DIR, Project
+from builder.spec import Environment, RoleSpec
+
+BAKE_USERS = {"qemu": "builder-bake", "aws": "admin"}
+AGENT_SOURCES = ("__init__.py", "agent")
+
+
+@dataclasses.dataclass
+class Rendered:
+    role: RoleSpec
+    target: str
+    directory: Path
+    content_key: str
+
+    @property
+    def hcl(self) -> Path:
+        return self.directory / f"{self.role.role}.pkr.hcl"
+
+    def as_json(self) -> dict:
+        return {"role": self.role.role, "version": self.role.version, "target": self.target,
+                "directory": str(self.directory), "content_key": self.content_key}
+
+
+def jinja_env(project: Project) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader([str(project.templates), str(project.cloud_init)]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["tojson"] = lambda value: json.dumps(value)
+    return env
+
+
+def render_template(env: jinja2.Environment, name: str, context: dict, display: str) -> str:
+    try:
+        return env.get_template(name).render(**context)
+    except jinja2.UndefinedError as exc:
+        raise UserError(f"undefined variable: {exc.message}", file=display) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise UserError(f"template syntax: {exc.message}", file=exc.filename or display,
+                        line=exc.lineno) from None
+    except jinja2.TemplateNotFound as exc:
+        raise UserError(f"template not found: {exc.name}", file=display) from None
+
+
+def context_for(role: RoleSpec, target: str, env: Environment) -> dict:
+    ver = packer.target_version()
+    return {
+        "role": role.as_data(),
+        "target": target,
+        "env": env.as_data(),
+        "mirrors": dataclasses.asdict(env.mirrors),
+        "ca_files": [f"{i:02d}-{p.stem}.crt" for i, p in enumerate(env.ca_paths())],
+        "bake_user": BAKE_USERS[target],
+        "packer": {"version": packer.version_string(ver), "plugins": packer.has_plugins(ver)},
+        "aws_source": {"name": AWS_AMI_NAMES[role.base.suite], "owner": DEBIAN_AMI_OWNER},
+    }
+
+
+DEBIAN_AMI_OWNER = "136693071363"
+AWS_AMI_NAMES = {"trixie": "debian-13-amd64-*", "bookworm": "debian-12-amd64-*"}
+
+
+def user_data_template(project: Project, role: str) -> str:
+    own = project.cloud_init / f"{role}.yaml.j2"
+    return own.name if own.is_file() else "node.yaml.j2"
+
+
+def _copy_agent(dest: Path) -> None:
+    (dest / "builder").mkdir(parents=True)
+    shutil.copy2(PACKAGE_DIR / "__init__.py", dest / "builder" / "__init__.py")
+    shutil.copytree(PACKAGE_DIR / "agent", dest / "builder" / "agent",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("builder-agent", "builder-agent.service"):
+        shutil.copy2(PACKAGE_DIR / "agent" / "files" / name, dest / name)
+
+
+def render_role(role: RoleSpec, target: str, env: Environment, project: Project,
+                dest: Path, jenv: jinja2.Environment) -> Rendered:
+    """Write one role's directory at dest (which must not exist)."""
+    ctx = context_for(role, target, env)
+    files = dest / "files"
+    (files / "role").mkdir(parents=True)
+    role_dir = project.templates / role.role
+    display = project.display(role.path)
+
+    def write(rel: str, text: str, mode: int = 0o644) -> None:
+        path = dest / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        path.chmod(mode)
+
+    write(f"{role.role}.pkr.hcl",
+          render_template(jenv, f"packer/{target}.pkr.hcl.j2", ctx, display))
+    write("files/provision.sh",
+          render_template(jenv, "provision/provision.sh.j2", ctx, display), 0o755)
+    write("files/seal.sh", render_template(jenv, "provision/seal.sh.j2", ctx, display), 0o755)
+    write("user-data",
+          render_template(jenv, user_data_template(project, role.role), ctx, display))
+    for rel in [f.src for f in role.files] + list(role.templates) + list(role.scripts):
+        target_path = files / "role" / rel
+        target_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(role_dir / rel, target_path)
+    role_json = {k: ctx["role"][k] for k in ("role", "version", "services", "ports", "templates",
+                                              "secrets")}
+    write("files/role.json", json.dumps(role_json, indent=2, sort_keys=True) + "\n")
+    _copy_agent(files / "agent")
+    if ctx["ca_files"]:
+        (files / "ca").mkdir()
+        for name, src in zip(ctx["ca_files"], env.ca_paths(), strict=True):
+            shutil.copyfile(src, files / "ca" / name)
+
+    key = content_key(role, target, dest, project)
+    write("build.json", json.dumps({"role": role.role, "version": role.version,
+                                    "target": target, "content_key": key}, indent=2) + "\n")
+    return Rendered(role=role, target=target, directory=dest, content_key=key)
+
+
+def tests_digest(role: RoleSpec, project: Project) -> dict[str, str]:
+    """The role's suite plus the shared image tests decide whether an artifact is proven."""
+    digests = {}
+    for rel in ("tests/images/conftest.py", "tests/images/common"):
+        path = project.root / rel
+        if path.is_file():
+            digests[rel] = contentkey.file_digests(path.parent)[path.name]
+        elif path.is_dir():
+            digests.update({f"{rel}/{k}": v for k, v in contentkey.file_digests(path).items()})
+    if role.tests:
+        suite = contentkey.file_digests(project.root / role.tests)
+        digests.update({f"{role.tests}/{k}": v for k, v in suite.items()})
+    return digests
+
+
+def content_key(role: RoleSpec, target: str, directory: Path, project: Project) -> str:
+    if target == "aws":
+        base_identity = f"ami:{DEBIAN_AMI_OWNER}:{AWS_AMI_NAMES[role.base.suite]}"
+    else:
+        base_identity = bases.identity(role.base)
+    return contentkey.compute(
+        role=role.as_data(), target=target,
+        rendered=contentkey.file_digests(directory, exclude=frozenset({"build.json"})),
+        tests=tests_digest(role, project), base=base_identity,
+        packer_version=packer.version_string(packer.target_version()))
+
+
+def render(roles: list[RoleSpec], target: str, env: Environment, project: Project,
+           out: Path) -> list[Rendered]:
+    """Render roles into out/<target>/<role>/, all or nothing."""
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out))
+    jenv = jinja_env(project)
+    try:
+        staged = [render_role(r, target, env, project, staging / r.role, jenv) for r in roles]
+        results = []
+        for item in staged:
+            final = out / target / item.role.role
+            final.parent.mkdir(parents=True, exist_ok=True)
+            old = None
+            if final.exists():
+                old = staging / f".old-{item.role.role}"
+                final.rename(old)
+            item.directory.rename(final)
+            if old:
+                shutil.rmtree(old)
+            results.append(dataclasses.replace(item, directory=final))
+        return results
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

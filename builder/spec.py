@@ -1,0 +1,328 @@
+"""Role specs (images/<role>.yaml) and environments, loaded into typed, validated objects."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import re
+from pathlib import Path
+from typing import Literal
+
+from builder.errors import UserError
+from builder.project import Project
+from builder.typed import Source, build, checked, load_yaml
+
+ROLE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
+PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~*-]+)?$")
+UNIT = re.compile(r"^[A-Za-z0-9@_.-]+$")
+SIZE = re.compile(r"^[1-9][0-9]*[MG]$")
+TARGETS = ("qemu", "aws")
+
+
+def _semver(value: str) -> None:
+    if not re.fullmatch(r"\d+\.\d+\.\d+", value):
+        raise ValueError(f"expected a version like 1.2.3, got {value!r}")
+
+
+def _relative(value: str) -> None:
+    if value.startswith("/") or ".." in Path(value).parts:
+        raise ValueError(f"must be a relative path inside the project, got {value!r}")
+
+
+def _absolute(value: str) -> None:
+    if not value.startswith("/") or ".." in Path(value).parts:
+        raise ValueError(f"must be an absolute path in the image, got {value!r}")
+
+
+def _mode(value: str) -> None:
+    if not re.fullmatch(r"0[0-7]{3}", value):
+        raise ValueError(f"expected an octal mode like \"0644\" (quoted), got {value!r}")
+
+
+def _each(pattern: re.Pattern, what: str):
+    def check(values: list[str]) -> None:
+        for value in values:
+            if not pattern.fullmatch(value):
+                raise ValueError(f"{value!r} is not a valid {what}")
+    return check
+
+
+def _ports(values: list[int]) -> None:
+    for port in values:
+        if not 0 < port < 65536:
+            raise ValueError(f"{port} is not a TCP port")
+
+
+def _positive(value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"must be positive, got {value}")
+
+
+def _size(value: str) -> None:
+    if not SIZE.fullmatch(value):
+        raise ValueError(f"expected a size like 4G or 512M, got {value!r}")
+
+
+def _sha256(value: str) -> None:
+    if not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+        raise ValueError("expected sha256:<64 hex digits>")
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseImage:
+    """What the image is baked from. qemu: a local mmdebstrap base of `suite`, or an official
+    cloud image `url` with its `checksum`. aws: the official Debian AMI of `suite`."""
+
+    suite: Literal["trixie", "bookworm"] = "trixie"
+    url: str | None = None
+    checksum: str | None = checked(_sha256, default=None)
+
+    def __post_init__(self) -> None:
+        if (self.url is None) != (self.checksum is None):
+            raise ValueError("url and checksum go together")
+
+
+@dataclasses.dataclass(frozen=True)
+class FileSpec:
+    src: str = checked(_relative)
+    dest: str = checked(_absolute)
+    mode: str = checked(_mode, default="0644")
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceSpec:
+    name: str = checked(lambda v: _each(UNIT, "unit name")([v]))
+    description: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class QemuSettings:
+    memory: int = checked(_positive, default=1024)
+    cpus: int = checked(_positive, default=2)
+    disk_size: str = checked(_size, default="4G")
+
+
+@dataclasses.dataclass(frozen=True)
+class AwsSettings:
+    instance_type: str = "t3.small"
+    volume_size: int = checked(_positive, default=8)
+    volume_type: Literal["gp3", "gp2", "io2"] = "gp3"
+    regions: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetSettings:
+    qemu: QemuSettings = dataclasses.field(default_factory=QemuSettings)
+    aws: AwsSettings = dataclasses.field(default_factory=AwsSettings)
+
+
+@dataclasses.dataclass(frozen=True)
+class RoleSpec:
+    role: str = checked(lambda v: _each(ROLE_NAME, "role name")([v]))
+    version: str = checked(_semver)
+    description: str = ""
+    base: BaseImage = dataclasses.field(default_factory=BaseImage)
+    packages: list[str] = checked(_each(PACKAGE, "Debian package (name or name=version)"),
+                                  default_factory=list)
+    files: list[FileSpec] = dataclasses.field(default_factory=list)
+    templates: list[str] = checked(lambda v: [_relative(x) for x in v], default_factory=list)
+    scripts: list[str] = checked(lambda v: [_relative(x) for x in v], default_factory=list)
+    services: list[ServiceSpec] = dataclasses.field(default_factory=list)
+    ports: list[int] = checked(_ports, default_factory=list)
+    # Names of secrets the role needs at boot (values arrive then, never at bake).
+    secrets: list[str] = checked(_each(re.compile(r"^[a-z][a-z0-9_]*$"), "secret name"),
+                                 default_factory=list)
+    tests: str = checked(_relative, default="")
+    targets: TargetSettings = dataclasses.field(default_factory=TargetSettings)
+
+    # Set by the loader, not by the YAML.
+    path: Path = dataclasses.field(default=Path(), compare=False, init=False)
+
+    @property
+    def package_names(self) -> list[str]:
+        return [p.split("=", 1)[0] for p in self.packages]
+
+    def as_data(self) -> dict:
+        """The spec as plain data (what the content key and templates see)."""
+        data = dataclasses.asdict(self)
+        data.pop("path")
+        return data
+
+
+def load_role(path: Path, project: Project) -> RoleSpec:
+    shown = project.display(path)
+    data, lines = load_yaml(path, shown)
+    source = Source(shown, lines)
+    if data is None:
+        raise UserError("empty spec", file=shown)
+    spec = build(RoleSpec, data, source)
+    if spec.role != path.stem:
+        raise source.error(("role",), f"must match the file name {path.stem!r}, got {spec.role!r}")
+    object.__setattr__(spec, "path", path)
+    _check_role_files(spec, project, source)
+    return spec
+
+
+def _check_role_files(spec: RoleSpec, project: Project, source: Source) -> None:
+    role_dir = project.templates / spec.role
+    for i, f in enumerate(spec.files):
+        if not (role_dir / f.src).is_file():
+            raise source.error(("files", i, "src"), f"no such file {project.display(role_dir / f.src)}")
+    for key in ("templates", "scripts"):
+        for i, name in enumerate(getattr(spec, key)):
+            if not (role_dir / name).is_file():
+                raise source.error((key, i), f"no such file {project.display(role_dir / name)}")
+    if spec.tests and not (project.root / spec.tests).is_dir():
+        raise source.error(("tests",), f"no such test suite directory {spec.tests}")
+
+
+def load_roles(project: Project) -> dict[str, RoleSpec]:
+    if not project.images.is_dir():
+        raise UserError("no such directory", file=str(project.images), field="--images")
+    specs = {}
+    for path in sorted(project.images.glob("*.yaml")):
+        spec = load_role(path, project)
+        specs[spec.role] = spec
+    if not specs:
+        raise UserError("no role specs (*.yaml) found", file=str(project.images))
+    return specs
+
+
+def select_roles(specs: dict[str, RoleSpec], names: tuple[str, ...] | list[str],
+                 all_roles: bool) -> list[RoleSpec]:
+    if all_roles and names:
+        raise UserError("give role names or --all, not both", field="ROLE")
+    if not all_roles and not names:
+        raise UserError("name at least one role, or use --all", field="ROLE")
+    if all_roles:
+        return list(specs.values())
+    chosen = []
+    for name in names:
+        if name not in specs:
+            raise UserError(f"unknown role {name!r} (known: {', '.join(specs)})", field="ROLE")
+        if specs[name] not in chosen:
+            chosen.append(specs[name])
+    return chosen
+
+
+def check_target(target: str) -> str:
+    if target not in TARGETS:
+        raise UserError(f"unknown target {target!r} (known: {', '.join(TARGETS)})",
+                        field="--target")
+    return target
+
+
+# --------------------------------------------------------------------------- environments
+
+
+def _cidr(value: str) -> None:
+    try:
+        ipaddress.ip_network(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network in CIDR notation") from None
+
+
+def _url(value: str | None) -> None:
+    if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+        raise ValueError(f"expected an http(s) URL, got {value!r}")
+
+
+def _channels(values: list[str]) -> None:
+    _each(ROLE_NAME, "channel name")(values)
+    if len(set(values)) != len(values):
+        raise ValueError("channels must be unique")
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    cidr: str = checked(_cidr, default="10.20.0.0/24")
+
+
+@dataclasses.dataclass(frozen=True)
+class Discovery:
+    method: Literal["static", "aws-tags"] = "static"
+    tag_key: str = "builder:cluster"
+
+
+@dataclasses.dataclass(frozen=True)
+class AwsEnvironment:
+    region: str = "eu-central-1"
+    profile: str | None = None
+    channels: list[str] = checked(_channels, default_factory=lambda: ["dev", "staging", "prod"])
+    ssm_prefix: str = checked(_absolute, default="/builder")
+    ami_regions: list[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Mirrors:
+    """Package mirrors used INSIDE the bake VM (none: the base image's own sources)."""
+
+    apt: str | None = checked(_url, default=None)
+    pip: str | None = checked(_url, default=None)
+    npm: str | None = checked(_url, default=None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Environment:
+    name: str = checked(lambda v: _each(ROLE_NAME, "environment name")([v]))
+    cluster_name: str = checked(lambda v: _each(ROLE_NAME, "cluster name")([v]),
+                                default="saleor")
+    network: Network = dataclasses.field(default_factory=Network)
+    nodes: dict[str, int] = dataclasses.field(default_factory=dict)
+    discovery: Discovery = dataclasses.field(default_factory=Discovery)
+    aws: AwsEnvironment = dataclasses.field(default_factory=AwsEnvironment)
+    mirrors: Mirrors = dataclasses.field(default_factory=Mirrors)
+    # PEM files trusted inside the bake VM (a corporate TLS-intercepting proxy, say).
+    ca_certificates: list[str] = dataclasses.field(default_factory=list)
+
+    path: Path | None = dataclasses.field(default=None, compare=False, init=False)
+
+    def ca_paths(self) -> list[Path]:
+        base = self.path.parent if self.path else Path.cwd()
+        return [(base / p).resolve() for p in self.ca_certificates]
+
+    def as_data(self) -> dict:
+        data = dataclasses.asdict(self)
+        data.pop("path")
+        return data
+
+
+LOCAL = {
+    "name": "local",
+    "cluster_name": "saleor",
+    "network": {"cidr": "10.20.0.0/24"},
+    "nodes": {"etcd-patroni": 3, "haproxy": 1, "redis": 1, "saleor-api": 2,
+              "saleor-dashboard": 1, "storefront": 1},
+    "discovery": {"method": "static"},
+}
+
+
+def load_environment(name_or_file: str | None, project: Project,
+                     specs: dict[str, RoleSpec]) -> Environment:
+    """`local` (built in), a file path, or a name under environments/."""
+    if name_or_file in (None, "local"):
+        data, lines, shown = LOCAL, {}, "<built-in environment local>"
+        path = None
+    else:
+        path = Path(name_or_file)
+        if not path.suffix:
+            path = project.environments / f"{name_or_file}.yaml"
+        shown = project.display(path)
+        if not path.is_file():
+            raise UserError("no such environment file", file=shown, field="--env")
+        data, lines = load_yaml(path, shown)
+    source = Source(shown, lines)
+    env = build(Environment, data, source)
+    object.__setattr__(env, "path", path)
+    for role, count in env.nodes.items():
+        if role not in specs:
+            raise source.error(("nodes", role), f"names role {role!r}, which has no spec in "
+                               f"{project.display(project.images)}")
+        if count < 0:
+            raise source.error(("nodes", role), f"node count must be >= 0, got {count}")
+    for i, ca in enumerate(env.ca_paths()):
+        if not ca.is_file():
+            raise source.error(("ca_certificates", i), f"no such file {ca}")
+        if b"-----BEGIN CERTIFICATE-----" not in ca.read_bytes():
+            raise source.error(("ca_certificates", i), f"{ca} is not a PEM certificate")
+    return env

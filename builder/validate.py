@@ -1,0 +1,172 @@
+"""The static gate: nothing boots and nothing is spent before every check here passes."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import hcl2
+import jinja2
+
+from builder import packer, sshkey
+from builder.errors import UserError
+from builder.project import Project
+from builder.render import Rendered, jinja_env, render_template
+
+SAMPLE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVhbGlkYXRpb24tb25seS1zYW1wbGUta2V5LTAwMDA validate"
+EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+@dataclasses.dataclass
+class Check:
+    role: str
+    name: str
+    ok: bool
+    detail: str = ""
+    skipped: bool = False
+    seconds: float = 0.0
+
+    def as_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _timed(role: str, name: str, func) -> Check:
+    started = time.monotonic()
+    try:
+        detail = func() or ""
+        check = Check(role, name, True, detail)
+    except _Skip as exc:
+        check = Check(role, name, True, str(exc), skipped=True)
+    except _Fail as exc:
+        check = Check(role, name, False, str(exc))
+    check.seconds = round(time.monotonic() - started, 3)
+    return check
+
+
+class _Fail(Exception):
+    pass
+
+
+class _Skip(Exception):
+    pass
+
+
+def _hcl_parse(item: Rendered) -> str:
+    for path in sorted(item.directory.glob("*.pkr.hcl")):
+        try:
+            with path.open() as fh:
+                hcl2.load(fh)
+        except Exception as exc:  # python-hcl2 raises lark errors of many kinds
+            raise _Fail(f"{path.name}: {str(exc).splitlines()[0]}") from None
+    return "parsed"
+
+
+def sample_vars(item: Rendered, scratch: Path) -> list[str]:
+    """Harmless values for the variables only a bake knows, so `packer validate` can run."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    for name in ("user-data", "meta-data", "vmlinuz", "initrd.img", "base.qcow2"):
+        (scratch / name).write_text("")
+    if not (scratch / "key").exists():
+        sshkey.generate(scratch / "key", "builder-validate")
+    values = {
+        "content_key": item.content_key, "python": "python3",
+        "junit_path": str(scratch / "junit.xml"), "manifest_path": str(scratch / "manifest.json"),
+    }
+    if item.target == "qemu":
+        values |= {
+            "base_image": str(scratch / "base.qcow2"), "base_checksum": EMPTY_SHA256,
+            "kernel": str(scratch / "vmlinuz"), "initrd": str(scratch / "initrd.img"),
+            "seed_dir": str(scratch), "ssh_private_key_file": str(scratch / "key"),
+            "output_dir": str(scratch / "out"),
+        }
+    else:
+        values |= {"builder_cidr": "192.0.2.10/32"}
+    return [arg for k, v in values.items() for arg in ("-var", f"{k}={v}")]
+
+
+def _run_packer(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([packer.binary(), *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, check=False, env=packer.environment())
+
+
+def _packer_fmt(item: Rendered) -> str:
+    if not packer.binary():
+        raise _Skip("packer not installed")
+    proc = _run_packer(["fmt", "-check", "-diff", item.hcl.name], item.directory)
+    if proc.returncode != 0:
+        diff = (proc.stdout + proc.stderr).strip().splitlines()
+        raise _Fail("not canonically formatted: " + " | ".join(diff[:6]))
+    return "formatted"
+
+
+def _packer_validate(item: Rendered) -> str:
+    if not packer.binary():
+        raise _Skip("packer not installed")
+    with tempfile.TemporaryDirectory(prefix="builder-validate-") as scratch:
+        proc = _run_packer(["validate", *sample_vars(item, Path(scratch)), item.hcl.name],
+                           item.directory)
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        raise _Fail(" | ".join(lines[:6]))
+    return f"packer {packer.version_string(packer.version())}"
+
+
+def _cloud_init_schema(path: Path) -> str:
+    exe = shutil.which("cloud-init")
+    if not exe:
+        raise _Skip("cloud-init not installed")
+    proc = subprocess.run([exe, "schema", "-c", str(path)], capture_output=True, text=True,
+                          timeout=60, check=False)
+    if proc.returncode != 0:
+        lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        raise _Fail(f"{path.name}: " + " | ".join(lines[:6]))
+    return "valid"
+
+
+def _shell_syntax(item: Rendered) -> str:
+    for path in sorted((item.directory / "files").rglob("*.sh")):
+        proc = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True,
+                              check=False)
+        if proc.returncode != 0:
+            raise _Fail(f"{path.relative_to(item.directory)}: {proc.stderr.strip()}")
+    return "sh -n"
+
+
+def bake_seed(project: Project, public_key: str, target: str) -> str:
+    from builder.render import BAKE_USERS
+
+    env = jinja_env(project)
+    return render_template(env, "bake-seed.yaml.j2",
+                           {"bake_user": BAKE_USERS[target], "ssh_public_key": public_key},
+                           "cloud-init/bake-seed.yaml.j2")
+
+
+def _bake_seed_schema(project: Project, target: str) -> str:
+    try:
+        text = bake_seed(project, SAMPLE_KEY, target)
+    except (UserError, jinja2.TemplateError) as exc:
+        raise _Fail(str(exc)) from None
+    with tempfile.TemporaryDirectory(prefix="builder-seed-") as scratch:
+        path = Path(scratch) / "bake-seed"
+        path.write_text(text)
+        return _cloud_init_schema(path)
+
+
+def run(rendered: list[Rendered], project: Project) -> list[Check]:
+    checks: list[Check] = []
+    for item in rendered:
+        role = item.role.role
+        checks.append(_timed(role, "hcl2-parse", lambda item=item: _hcl_parse(item)))
+        checks.append(_timed(role, "packer-fmt", lambda item=item: _packer_fmt(item)))
+        checks.append(_timed(role, "packer-validate", lambda item=item: _packer_validate(item)))
+        checks.append(_timed(role, "user-data-schema",
+                             lambda item=item: _cloud_init_schema(item.directory / "user-data")))
+        checks.append(_timed(role, "shell-syntax", lambda item=item: _shell_syntax(item)))
+    if rendered and rendered[0].target == "qemu":
+        checks.append(_timed("*", "bake-seed-schema",
+                             lambda: _bake_seed_schema(project, "qemu")))
+    return checks

@@ -19,18 +19,19 @@ from builder.spec import BaseImage
 # What goes into a locally made base. Changing this list changes every content key.
 INCLUDE = (
     "linux-image-cloud-amd64", "systemd-sysv", "udev", "cloud-init", "openssh-server",
-    "ifupdown", "isc-dhcp-client", "netbase", "iproute2", "sudo", "python3",
-    "ca-certificates", "e2fsprogs",
+    "systemd-resolved", "netbase", "iproute2", "sudo", "python3", "ca-certificates",
+    "e2fsprogs",
 )
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 DISK_SIZE = "3G"
 
 # Written into the base: cloud-init looks only for a NoCloud seed (no 2-minute EC2 probe on
-# a local VM), and eth0 comes up by DHCP before cloud-init's own network config exists.
+# a local VM), and systemd-networkd brings eth0 up by DHCP until cloud-init renders its own
+# network config (ifupdown's dhclient hung under TCG here).
 FILES = {
     "etc/fstab": "/dev/vda / ext4 defaults,errors=remount-ro 0 1\n",
-    "etc/network/interfaces": (
-        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n"
+    "etc/systemd/network/90-builder-dhcp.network": (
+        "[Match]\nName=eth* en*\n\n[Network]\nDHCP=yes\n"
     ),
     "etc/cloud/cloud.cfg.d/05-builder-datasource.cfg": "datasource_list: [NoCloud, None]\n",
     "etc/hostname": "localhost\n",
@@ -121,7 +122,9 @@ def _build_local(state: Path, base: BaseImage, progress: Progress) -> Base:
         log = tmp / "build.log"
         progress.stage("debootstrap", f"mmdebstrap {base.suite}")
         _run(["mmdebstrap", "--variant=minbase", "--include=" + ",".join(INCLUDE),
-              "--aptopt=Acquire::Retries \"3\"", base.suite, str(rootfs)], "mmdebstrap", log)
+              "--aptopt=Acquire::Retries \"3\"",
+              "--customize-hook=chroot \"$1\" systemctl enable systemd-networkd",
+              base.suite, str(rootfs)], "mmdebstrap", log)
         for rel, text in FILES.items():
             (rootfs / rel).parent.mkdir(parents=True, exist_ok=True)
             (rootfs / rel).write_text(text)

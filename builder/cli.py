@@ -107,19 +107,29 @@ def bake(roles, all_roles, target, env_name, images, force, parallel, as_json) -
 
 
 @cli.command("test-image")
-@click.argument("role")
+@click.option("--spec", "spec_file", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The rendered spec.json of the role (packer/<target>/<role>/spec.json).")
 @click.option("--phase", type=click.Choice(["bake", "boot"]), default="bake", show_default=True)
 @click.option("--ssh", "ssh_target", required=True, metavar="USER@HOST:PORT")
 @click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="SSH private key file.")
 @click.option("--key-env", metavar="VAR", help="Environment variable holding the private key.")
 @click.option("--junit", type=click.Path(path_type=Path), help="Write JUnit XML here.")
-@click.option("--images", type=click.Path(path_type=Path), default=None)
-def test_image(role, phase, ssh_target, key, key_env, junit, images) -> None:
+@click.option("--project", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Project holding tests/images (default: found from the current directory).")
+def test_image(spec_file, phase, ssh_target, key, key_env, junit, project) -> None:
     """Run a role's testinfra suite against a VM over SSH (used inside bakes)."""
     from builder import imagetest
 
-    sys.exit(imagetest.run(role, phase, ssh_target, key, key_env, junit, images))
+    sys.exit(imagetest.run(spec_file, phase, ssh_target, key, key_env, junit, project))
+
+
+from builder.cli_release import prune, release, rollout  # noqa: E402
+
+cli.add_command(release)
+cli.add_command(rollout)
+cli.add_command(prune)
 
 
 def main() -> None:

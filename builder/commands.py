@@ -85,3 +85,16 @@ def base(suite: str, force: bool) -> dict:
     found = bases.ensure(project.state.resolve(), specs.BaseImage(suite=suite), Progress(),
                          force=force)
     return {"identity": found.identity, "image": found.image, "checksum": found.checksum}
+
+
+def bake(roles, all_roles, target, env_name, images, force, parallel) -> dict:
+    from builder import bake as baking
+
+    project, chosen, env = _load(images, roles, all_roles, target, env_name)
+    return baking.bake(chosen, target, env, project, force, parallel)
+
+
+def print_bakes(report: dict) -> None:
+    for b in report["bakes"]:
+        detail = b.get("artifact") or b.get("error") or ""
+        click.echo(f"{b['role']:<18} {b['status']:<11} {b['seconds']:>7.1f}s  {detail}")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import tempfile
+import traceback
 from pathlib import Path
 
 import jinja2
@@ -53,13 +55,42 @@ def jinja_env(project: Project) -> jinja2.Environment:
     return env
 
 
+def _template_shown(env: jinja2.Environment, filename: str) -> str | None:
+    """A template file as the user should read it: relative to the project (the loader's
+    search paths are templates/ and cloud-init/ of the project), else None."""
+    path = Path(filename)
+    for root in map(Path, getattr(env.loader, "searchpath", ())):
+        if path.is_relative_to(root):
+            return str(path.relative_to(root.parent))
+    return None
+
+
+def _undefined_at(env: jinja2.Environment, exc: BaseException) -> tuple[str | None, int | None]:
+    """The innermost template frame of the error: with includes, the spec that was being
+    rendered is rarely where the undefined name is written."""
+    where: tuple[str | None, int | None] = (None, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        shown = _template_shown(env, frame.filename)
+        if shown:
+            where = (shown, frame.lineno)
+    return where
+
+
+_UNDEFINED_NAME = re.compile(r"'([^']+)' is undefined$|has no (?:attribute|element) '?([^']+?)'?$")
+
+
 def render_template(env: jinja2.Environment, name: str, context: dict, display: str) -> str:
     try:
         return env.get_template(name).render(**context)
     except jinja2.UndefinedError as exc:
-        raise UserError(f"undefined variable: {exc.message}", file=display) from None
+        file, line = _undefined_at(env, exc)
+        match = _UNDEFINED_NAME.search(exc.message or "")
+        field = next((g for g in match.groups() if g), None) if match else None
+        raise UserError(f"undefined variable ({exc.message}; rendering {display})",
+                        file=file or display, line=line, field=field) from None
     except jinja2.TemplateSyntaxError as exc:
-        raise UserError(f"template syntax: {exc.message}", file=exc.filename or display,
+        shown = _template_shown(env, exc.filename) if exc.filename else None
+        raise UserError(f"template syntax: {exc.message}", file=shown or exc.filename or display,
                         line=exc.lineno) from None
     except jinja2.TemplateNotFound as exc:
         raise UserError(f"template not found: {exc.name}", file=display) from None
@@ -126,6 +157,8 @@ def render_role(role: RoleSpec, target: str, env: Environment, project: Project,
     role_json = {k: ctx["role"][k] for k in ("role", "version", "services", "ports", "templates",
                                               "secrets")}
     write("files/role.json", json.dumps(role_json, indent=2, sort_keys=True) + "\n")
+    # What the image tests check against (packages, files, services, ...).
+    write("spec.json", json.dumps(ctx["role"], indent=2, sort_keys=True) + "\n")
     _copy_agent(files / "agent")
     if ctx["ca_files"]:
         (files / "ca").mkdir()
@@ -153,6 +186,12 @@ def tests_digest(role: RoleSpec, project: Project) -> dict[str, str]:
     return digests
 
 
+# Rendered files that never reach the image: build.json holds the key itself, and user-data
+# is the boot-time configuration of a deployment (an environment change must not force a
+# re-bake of an identical image).
+NOT_BAKED = frozenset({"build.json", "user-data"})
+
+
 def content_key(role: RoleSpec, target: str, directory: Path, project: Project) -> str:
     if target == "aws":
         base_identity = f"ami:{DEBIAN_AMI_OWNER}:{AWS_AMI_NAMES[role.base.suite]}"
@@ -160,7 +199,7 @@ def content_key(role: RoleSpec, target: str, directory: Path, project: Project) 
         base_identity = bases.identity(role.base)
     return contentkey.compute(
         role=role.as_data(), target=target,
-        rendered=contentkey.file_digests(directory, exclude=frozenset({"build.json"})),
+        rendered=contentkey.file_digests(directory, exclude=NOT_BAKED),
         tests=tests_digest(role, project), base=base_identity,
         packer_version=packer.version_string(packer.target_version()))
 
@@ -168,9 +207,12 @@ def content_key(role: RoleSpec, target: str, directory: Path, project: Project) 
 def render(roles: list[RoleSpec], target: str, env: Environment, project: Project,
            out: Path) -> list[Rendered]:
     """Render roles into out/<target>/<role>/, all or nothing."""
+    # A failed render must leave no trace, not even an empty --out it had to create.
+    created = [d for d in (out, *out.parents) if not d.exists()]
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out))
     jenv = jinja_env(project)
+    done = False
     try:
         staged = [render_role(r, target, env, project, staging / r.role, jenv) for r in roles]
         results = []
@@ -185,6 +227,13 @@ def render(roles: list[RoleSpec], target: str, env: Environment, project: Projec
             if old:
                 shutil.rmtree(old)
             results.append(dataclasses.replace(item, directory=final))
+        done = True
         return results
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not done:
+            for d in created:
+                try:
+                    d.rmdir()
+                except OSError:
+                    break

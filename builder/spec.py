@@ -167,7 +167,8 @@ def _check_role_files(spec: RoleSpec, project: Project, source: Source) -> None:
     role_dir = project.templates / spec.role
     for i, f in enumerate(spec.files):
         if not (role_dir / f.src).is_file():
-            raise source.error(("files", i, "src"), f"no such file {project.display(role_dir / f.src)}")
+            raise source.error(("files", i, "src"),
+                               f"no such file {project.display(role_dir / f.src)}")
     for key in ("templates", "scripts"):
         for i, name in enumerate(getattr(spec, key)):
             if not (role_dir / name).is_file():
@@ -258,6 +259,9 @@ class Mirrors:
     """Package mirrors used INSIDE the bake VM (none: the base image's own sources)."""
 
     apt: str | None = checked(_url, default=None)
+    # An HTTP proxy for apt only (apt-cacher-ng, say); from a qemu bake VM the build host
+    # is 10.0.2.2.
+    apt_proxy: str | None = checked(_url, default=None)
     pip: str | None = checked(_url, default=None)
     npm: str | None = checked(_url, default=None)
 

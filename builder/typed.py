@@ -31,6 +31,8 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Lines]:
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _reject_duplicates(node, shown)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -45,6 +47,30 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Lines]:
     if node is not None:
         _record_lines(node, (), lines)
     return data, lines
+
+
+def _reject_duplicates(node: yaml.Node, shown: str, path: tuple = (),
+                       visited: set[int] | None = None) -> None:
+    """PyYAML keeps the last of two equal keys and drops the first without a word; in a spec
+    that silently loses settings. Checked before construction, which flattens `<<` merges."""
+    visited = set() if visited is None else visited
+    if id(node) in visited:  # an alias: already checked, and maybe recursive
+        return
+    visited.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            if key is not None and key != "<<":
+                if key in seen:
+                    raise UserError("duplicate key", file=shown,
+                                    field=field_name(path + (key,)),
+                                    line=key_node.start_mark.line + 1)
+                seen.add(key)
+            _reject_duplicates(value_node, shown, path + (key,), visited)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _reject_duplicates(item, shown, path + (index,), visited)
 
 
 def _record_lines(node: yaml.Node, path: tuple, lines: Lines) -> None:

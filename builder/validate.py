@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import hcl2
@@ -17,7 +20,8 @@ from builder.errors import UserError
 from builder.project import Project
 from builder.render import Rendered, jinja_env, render_template
 
-SAMPLE_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVhbGlkYXRpb24tb25seS1zYW1wbGUta2V5LTAwMDA validate"
+SAMPLE_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVhbGlkYXRpb24tb25seS1zYW1wbGUta2V5LTAwMDA"
+              " validate")
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
@@ -73,7 +77,7 @@ def sample_vars(item: Rendered, scratch: Path) -> list[str]:
     if not (scratch / "key").exists():
         sshkey.generate(scratch / "key", "builder-validate")
     values = {
-        "content_key": item.content_key, "python": "python3",
+        "content_key": item.content_key, "python": "python3", "project_root": str(scratch),
         "junit_path": str(scratch / "junit.xml"), "manifest_path": str(scratch / "manifest.json"),
     }
     if item.target == "qemu":
@@ -156,17 +160,31 @@ def _bake_seed_schema(project: Project, target: str) -> str:
         return _cloud_init_schema(path)
 
 
+# The external checks are separate processes (Go and Python start-up, mostly CPU): run
+# them side by side, a few more than the cores so one's start-up overlaps another's wait.
+WORKERS = max(2, (os.cpu_count() or 1) + 1)
+# Longest first, so the pool does not end waiting on one slow check started last.
+_COST = {"packer-validate": 0, "user-data-schema": 1, "bake-seed-schema": 1, "packer-fmt": 2}
+
+
 def run(rendered: list[Rendered], project: Project) -> list[Check]:
-    checks: list[Check] = []
+    """Every check of every role; results in a fixed order (role by role) whatever order
+    the checks finished in."""
+    jobs: list[tuple[str, str, Callable[[], str]]] = []
     for item in rendered:
         role = item.role.role
-        checks.append(_timed(role, "hcl2-parse", lambda item=item: _hcl_parse(item)))
-        checks.append(_timed(role, "packer-fmt", lambda item=item: _packer_fmt(item)))
-        checks.append(_timed(role, "packer-validate", lambda item=item: _packer_validate(item)))
-        checks.append(_timed(role, "user-data-schema",
-                             lambda item=item: _cloud_init_schema(item.directory / "user-data")))
-        checks.append(_timed(role, "shell-syntax", lambda item=item: _shell_syntax(item)))
+        jobs.append((role, "hcl2-parse", lambda item=item: _hcl_parse(item)))
+        jobs.append((role, "packer-fmt", lambda item=item: _packer_fmt(item)))
+        jobs.append((role, "packer-validate", lambda item=item: _packer_validate(item)))
+        jobs.append((role, "user-data-schema",
+                     lambda item=item: _cloud_init_schema(item.directory / "user-data")))
+        jobs.append((role, "shell-syntax", lambda item=item: _shell_syntax(item)))
     if rendered and rendered[0].target == "qemu":
-        checks.append(_timed("*", "bake-seed-schema",
-                             lambda: _bake_seed_schema(project, "qemu")))
-    return checks
+        jobs.append(("*", "bake-seed-schema", lambda: _bake_seed_schema(project, "qemu")))
+    if not jobs:
+        return []
+    order = sorted(range(len(jobs)), key=lambda i: _COST.get(jobs[i][1], 3))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(WORKERS, len(jobs)),
+                                               thread_name_prefix="validate") as pool:
+        futures = {i: pool.submit(_timed, *jobs[i]) for i in order}
+        return [futures[i].result() for i in range(len(jobs))]

@@ -1,0 +1,145 @@
+"""Bake roles: render, skip what is up to date, bake the rest (fail-fast in parallel),
+record what passed. Interrupting cleans up every VM and temporary file."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from builder import accel as accelerators
+from builder import base as bases
+from builder import packer, packerrun
+from builder.errors import OperationError, UserError
+from builder.progress import Progress
+from builder.project import Project
+from builder.registry import Artifact, Registry
+from builder.render import Rendered, render
+from builder.spec import Environment, RoleSpec
+
+
+def git_sha(root: Path) -> str:
+    try:
+        proc = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                              capture_output=True, text=True, check=False, timeout=10)
+    except OSError:
+        return "unknown"
+    sha = proc.stdout.strip()
+    if proc.returncode != 0 or not sha:
+        return "unknown"
+    dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    return sha + ("-dirty" if dirty else "")
+
+
+def registry_for(project: Project) -> Registry:
+    return Registry(project.state.resolve() / "registry.db")
+
+
+def _terminate_on_sigterm() -> None:
+    """SIGTERM (a CI timeout, systemd) cleans up exactly like Ctrl-C."""
+    if threading.current_thread() is threading.main_thread():
+        def handler(signum, frame):
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, handler)
+
+
+def bake(roles: list[RoleSpec], target: str, env: Environment, project: Project,
+         force: bool, parallel: int, out: Path | None = None) -> dict:
+    started = time.monotonic()
+    if target == "qemu" and not packer.binary():
+        raise UserError("packer is not installed (run `make setup`)", field="--target")
+    _terminate_on_sigterm()
+    state = project.state.resolve()
+    registry = registry_for(project)
+    rendered = render(roles, target, env, project, out or project.root / "packer")
+    results: dict[str, dict] = {}
+    todo: list[Rendered] = []
+    for item in rendered:
+        found = None if force else registry.find_tested(item.role.role, target, item.content_key)
+        if found:
+            results[item.role.role] = {"role": item.role.role, "status": "up-to-date",
+                                       "content_key": item.content_key,
+                                       "artifact": found.artifact, "seconds": 0.0}
+            Progress(f"{item.role.role}: ").say(f"up to date ({found.artifact})")
+        else:
+            todo.append(item)
+    if todo:
+        sha = git_sha(project.root)
+        if target == "qemu":
+            results.update(_bake_qemu(todo, env, project, state, registry, sha, parallel))
+        else:
+            from builder.targets import aws
+
+            results.update(aws.bake_all(todo, env, project, state, registry, sha))
+    ordered = [results[r.role.role] for r in rendered]
+    return {"ok": all(r["status"] in ("baked", "up-to-date") for r in ordered),
+            "target": target, "seconds": round(time.monotonic() - started, 2),
+            "bakes": ordered}
+
+
+def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: Path,
+               registry: Registry, sha: str, parallel: int) -> dict[str, dict]:
+    from builder.targets import qemu
+
+    prep = Progress("base: ")
+    base_for = {}
+    for item in todo:
+        key = bases.identity(item.role.base)
+        if key not in base_for:
+            base_for[key] = bases.ensure(state, item.role.base, prep)
+    first = next(iter(base_for.values()))
+    accel = accelerators.choose(state, first.kernel, first.initrd)
+    prep.say(f"accelerator {accel}")
+    cancel = threading.Event()
+    results: dict[str, dict] = {}
+
+    def one(item: Rendered) -> dict:
+        role = item.role.role
+        progress = Progress(f"{role}: ")
+        begun = time.monotonic()
+        if cancel.is_set():
+            return {"role": role, "status": "cancelled", "content_key": item.content_key,
+                    "seconds": 0.0}
+        progress.say(f"baking {item.role.version} key {item.content_key[:12]}")
+        try:
+            facts = qemu.bake(item, base_for[bases.identity(item.role.base)], accel, state,
+                              project, sha, progress, cancel)
+        except packerrun.Cancelled:
+            progress.say("cancelled, VM and temporary files removed")
+            return {"role": role, "status": "cancelled", "content_key": item.content_key,
+                    "seconds": round(time.monotonic() - begun, 1)}
+        except OperationError as exc:
+            cancel.set()
+            progress.say(f"FAILED: {exc}")
+            return {"role": role, "status": "failed", "error": str(exc),
+                    "content_key": item.content_key,
+                    "seconds": round(time.monotonic() - begun, 1)}
+        seconds = round(time.monotonic() - begun, 1)
+        registry.record(Artifact(
+            role=role, version=item.role.version, target="qemu",
+            content_key=item.content_key, artifact=facts["artifact"], base=facts["base"],
+            git_sha=sha, packer_version=packer.version_string(packer.target_version()),
+            tests_passed=True, tests=facts["tests"], timings={**facts["timings"],
+                                                              "total": seconds}))
+        progress.say(f"baked in {seconds} s -> {facts['artifact']}")
+        return {"role": role, "status": "baked", "content_key": item.content_key,
+                "artifact": facts["artifact"], "seconds": seconds,
+                "timings": facts["timings"], "tests": facts["tests"],
+                "size_bytes": facts["size_bytes"]}
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=parallel)
+    futures = {pool.submit(one, item): item for item in todo}
+    try:
+        for future in concurrent.futures.as_completed(futures):
+            res = future.result()
+            results[res["role"]] = res
+    except BaseException:
+        cancel.set()  # every running bake stops its VM and cleans up before we leave
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return results

@@ -1,0 +1,1 @@
+"""One module per bake target behind the same shape: what to do after Packer succeeded."""

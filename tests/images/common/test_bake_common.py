@@ -1,0 +1,68 @@
+"""What every image must be right after provisioning, driven by the role's spec."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+
+import pytest
+
+
+def test_packages_installed_at_expected_versions(host, spec):
+    for entry in spec["packages"]:
+        name, _, want = entry.partition("=")
+        pkg = host.package(name)
+        assert pkg.is_installed, f"{name} is not installed"
+        if want:
+            assert fnmatch.fnmatch(pkg.version, want), f"{name} {pkg.version} != {want}"
+
+
+def test_files_installed_with_modes(host, spec):
+    for f in spec["files"]:
+        target = host.file(f["dest"])
+        assert target.is_file, f"{f['dest']} missing"
+        assert target.mode == int(f["mode"], 8), f"{f['dest']} mode {oct(target.mode)}"
+        assert target.user == "root"
+
+
+def test_config_templates_baked_for_the_agent(host, spec):
+    for name in spec["templates"]:
+        path = host.file(f"/usr/share/builder/templates/{spec['role']}/{name}")
+        assert path.is_file and path.mode == 0o644
+
+
+def test_services_installed_but_disabled_and_stopped(host, spec):
+    for svc in spec["services"]:
+        service = host.service(svc["name"])
+        assert service.exists, f"unit {svc['name']} is not installed"
+        assert not service.is_enabled, f"{svc['name']} is enabled: it would start unconfigured"
+        assert not service.is_running, f"{svc['name']} is running during the bake"
+
+
+def test_nothing_listens_but_ssh(host):
+    tcp = [s for s in host.socket.get_listening_sockets() if s.startswith("tcp")]
+    unexpected = [s for s in tcp if not s.endswith(":22")]
+    assert unexpected == [], f"listening during the bake: {unexpected}"
+
+
+def test_node_agent_installed_and_enabled(host, spec):
+    agent = host.file("/usr/local/sbin/builder-agent")
+    assert agent.is_file and agent.mode == 0o755
+    assert host.service("builder-agent").is_enabled
+    status = host.run("/usr/local/sbin/builder-agent status")
+    assert status.rc == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["role"] == spec["role"]
+    assert report["image"]["version"] == spec["version"]
+    assert len(report["image"]["content_key"]) == 64
+
+
+def test_no_cluster_configuration_or_secrets_baked(host):
+    assert not host.file("/etc/builder/node.yaml").exists
+    assert not host.file("/usr/sbin/policy-rc.d").exists
+
+
+@pytest.mark.parametrize("path", ["/etc/builder/image.json", "/etc/builder/role.json"])
+def test_image_identity_readable(host, path):
+    f = host.file(path)
+    assert f.is_file and f.mode == 0o644

@@ -1,0 +1,53 @@
+"""Shared fixtures for the image suites: the role's rendered spec and the test phase.
+
+These suites run against a VM over SSH (`builder test-image`, inside every bake and after
+boot), never against the machine running pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def spec() -> dict:
+    path = os.environ.get("BUILDER_IMAGE_SPEC")
+    if not path:
+        pytest.fail("BUILDER_IMAGE_SPEC is not set: run image suites with `builder test-image`")
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="session")
+def role(spec) -> str:
+    return spec["role"]
+
+
+def render_in_image(host, template: str, context: dict, dest: str) -> None:
+    """Render a baked config template INSIDE the image with the image's own Jinja2, as the
+    node agent will at boot, so a template the image's tools reject fails the bake."""
+    script = (
+        "import json, sys, jinja2\n"
+        "env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True,"
+        " lstrip_blocks=True, keep_trailing_newline=True)\n"
+        "env.filters['tojson'] = json.dumps\n"
+        "text = open(sys.argv[1]).read()\n"
+        "out = env.from_string(text).render(**json.loads(sys.argv[2]))\n"
+        "open(sys.argv[3], 'w').write(out)\n"
+    )
+    cmd = host.run("python3 -c %s %s %s %s", script, template, json.dumps(context), dest)
+    assert cmd.rc == 0, cmd.stderr
+
+
+SAMPLE_NODE = {"name": "node-1", "address": "10.20.0.11", "instance_id": "i-sample"}
+SAMPLE_PEERS = {
+    "etcd-patroni": [{"name": f"pg-{i}", "address": f"10.20.0.1{i}"} for i in (1, 2, 3)],
+    "saleor-api": [{"name": "api-1", "address": "10.20.0.21"},
+                   {"name": "api-2", "address": "10.20.0.22"}],
+    "saleor-dashboard": [{"name": "dash-1", "address": "10.20.0.31"}],
+    "redis": [{"name": "redis-1", "address": "10.20.0.41"}],
+    "haproxy": [{"name": "lb-1", "address": "10.20.0.5"}],
+}

@@ -1,0 +1,62 @@
+"""etcd-patroni image: Debian 13's etcd, Patroni and PostgreSQL 17, with nothing initialised."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import SAMPLE_NODE, SAMPLE_PEERS, render_in_image
+
+
+def test_versions(host):
+    assert host.package("patroni").version.startswith("4.1.")
+    assert host.package("etcd-server").version.startswith("3.5.")
+    assert host.file("/usr/lib/postgresql/17/bin/postgres").is_file
+
+
+def test_no_postgres_cluster_baked(host):
+    assert host.check_output("pg_lsclusters -h") == ""
+    assert not host.file("/var/lib/postgresql/17/main").exists
+
+
+def test_no_etcd_member_baked(host):
+    data = host.file("/var/lib/etcd")
+    assert data.is_directory and data.user == "etcd"
+    assert host.check_output("ls -A /var/lib/etcd") == ""
+
+
+@pytest.mark.parametrize("unit", ["postgresql", "etcd", "patroni"])
+def test_units_disabled(host, unit):
+    assert not host.service(unit).is_enabled
+    assert not host.service(unit).is_running
+
+
+def test_softdog_available_for_patroni_watchdog(host):
+    assert host.run("modinfo softdog").rc == 0
+
+
+def test_rendered_patroni_config_is_valid(host):
+    context = {
+        "node": SAMPLE_NODE, "peers": SAMPLE_PEERS,
+        "cluster": {"name": "saleor", "cidr": "10.20.0.0/24"},
+        "secrets": {"patroni_api_password": "a", "postgres_superuser_password": "b",
+                    "postgres_replication_password": "c"},
+        "timing": {"ttl": 20, "loop_wait": 5, "retry_timeout": 5, "primary_start_timeout": 10},
+        "synchronous_mode": True, "watchdog_mode": "automatic",
+    }
+    render_in_image(host, "/usr/share/builder/templates/etcd-patroni/patroni.yml.j2", context,
+                    "/tmp/patroni-test.yml")
+    # --validate-config checks option names and types without starting anything.
+    check = host.run("patroni --validate-config /tmp/patroni-test.yml")
+    host.run("rm -f /tmp/patroni-test.yml")
+    assert check.rc == 0, check.stdout + check.stderr
+
+
+def test_etcd_env_template_renders(host):
+    context = {"node": SAMPLE_NODE, "cluster": {"name": "saleor"},
+               "etcd": {"initial_cluster": "node-1=http://10.20.0.11:2380",
+                        "initial_cluster_state": "new", "token": "saleor-abc"}}
+    render_in_image(host, "/usr/share/builder/templates/etcd-patroni/etcd.env.j2", context,
+                    "/tmp/etcd-test.env")
+    text = host.check_output("cat /tmp/etcd-test.env")
+    host.run("rm -f /tmp/etcd-test.env")
+    assert 'ETCD_AUTO_COMPACTION_RETENTION="1"' in text
+    assert 'ETCD_INITIAL_CLUSTER_TOKEN="saleor-abc"' in text

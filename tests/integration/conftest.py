@@ -1,0 +1,79 @@
+"""Integration fixtures: a private copy of the project and a private state directory per
+test session, so tests never touch a developer's packer/ or output/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT_PARTS = ("images", "templates", "cloud-init", "environments", "tests/images")
+
+
+def copy_project(dest: Path) -> Path:
+    for part in PROJECT_PARTS:
+        src = REPO / part
+        if src.exists():
+            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
+class Builder:
+    """Runs the real `builder` CLI in a project copy with its own state directory."""
+
+    def __init__(self, root: Path, state: Path):
+        self.root = root
+        self.state = state
+
+    def env(self) -> dict:
+        return dict(os.environ, BUILDER_STATE=str(self.state))
+
+    def run(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "builder", *args], cwd=self.root,
+                              env=self.env(), capture_output=True, text=True, timeout=timeout,
+                              check=False)
+        proc.seconds = time.monotonic() - started
+        sys.stderr.write(proc.stderr)
+        return proc
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "builder", *args], cwd=self.root,
+                                env=self.env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+
+def qemu_processes(marker: str) -> list[str]:
+    out = []
+    for pid_dir in Path("/proc").iterdir():
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "qemu-system" in cmd and marker in cmd:
+            out.append(cmd)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_bases(tmp_path_factory) -> Path:
+    """One local base per test session, shared by every state directory."""
+    return tmp_path_factory.mktemp("bases")
+
+
+@pytest.fixture
+def make_builder(tmp_path_factory, shared_bases):
+    def make(name: str) -> Builder:
+        root = copy_project(tmp_path_factory.mktemp(f"{name}-project"))
+        state = tmp_path_factory.mktemp(f"{name}-state")
+        (state / "bases").symlink_to(shared_bases, target_is_directory=True)
+        return Builder(root, state)
+    return make

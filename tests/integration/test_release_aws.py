@@ -1,0 +1,696 @@
+"""The AWS release lifecycle end to end through the CLI, against moto in server mode.
+
+moto runs as a real HTTP server on 127.0.0.1 (a thread of this process, stopped by the
+fixture's finalizer); boto3 reaches it through AWS_ENDPOINT_URL, exactly as it would reach
+AWS. Commands run in-process through builder.cli.main (same argv parsing, error lines and
+exit codes as the installed script) and, for the bad-input cases, as a real subprocess.
+
+moto does not implement instance refreshes (StartInstanceRefresh / DescribeInstanceRefreshes
+raise NotImplementedError in moto/autoscaling/responses.py). RefreshSimulator answers only
+those two calls, client-side, and applies the desired configuration to the moto group the
+way AWS would; every other call (launch templates, groups, target groups, SSM, AMIs) goes
+to moto over HTTP.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
+
+from builder.agent.discovery import aws_tags
+from builder.cli import main
+from builder.errors import UserError
+from builder.registry import Registry, default_path
+from builder.release.awsclient import Aws
+from builder.spec import AwsEnvironment
+from builder.targets import aws as aws_target
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILDER = Path(sys.executable).parent / "builder"
+REGION, OTHER_REGION = "us-east-1", "eu-west-1"
+ENV_YAML = f"""\
+name: test
+cluster_name: shop
+aws:
+  region: {REGION}
+  channels: [dev, staging, prod]
+  ssm_prefix: /builder
+  ami_regions: [{REGION}, {OTHER_REGION}]
+"""
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def moto_url():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+class World:
+    """The test's own view of (moto) AWS and of the registry, for setup and assertions."""
+
+    def __init__(self, url: str, tmp: Path):
+        self.url = url
+        self.tmp = tmp
+        self.env_file = tmp / "test.yaml"
+        self.env_file.write_text(ENV_YAML)
+        self.state = tmp / "state"
+        cfg = Config(retries={"mode": "standard", "max_attempts": 2})
+        self.ec2 = boto3.client("ec2", region_name=REGION, endpoint_url=url, config=cfg)
+        self.ec2_other = boto3.client("ec2", region_name=OTHER_REGION, endpoint_url=url,
+                                      config=cfg)
+        self.ssm = boto3.client("ssm", region_name=REGION, endpoint_url=url, config=cfg)
+        self.asg = boto3.client("autoscaling", region_name=REGION, endpoint_url=url,
+                                config=cfg)
+        self.elb = boto3.client("elbv2", region_name=REGION, endpoint_url=url, config=cfg)
+        self.base_ami = self.ec2.register_image(Name="debian-13-amd64-base")["ImageId"]
+        self.registry = Registry(default_path(self.state.resolve()))
+        self.baked = 0
+
+    def aws(self) -> Aws:
+        return Aws(AwsEnvironment(region=REGION, ami_regions=[REGION, OTHER_REGION]))
+
+    def bake(self, role: str, version: str, *, base: str | None = None,
+             regions: tuple[str, ...] = (REGION,), tests_passed: bool = True):
+        """What a Packer amazon-ebs bake leaves behind: AMIs (tagged with the source AMI, as
+        the template does) and a manifest; then the real post-bake recording."""
+        self.baked += 1
+        key = f"{self.baked:064x}"
+        ids = []
+        for region in regions:
+            ec2 = self.ec2 if region == REGION else self.ec2_other
+            ami = ec2.register_image(Name=f"shop-{role}-{version}-{self.baked}")["ImageId"]
+            ec2.create_tags(Resources=[ami], Tags=[
+                {"Key": "builder:base-ami", "Value": base or self.base_ami}])
+            ids.append(f"{region}:{ami}")
+        manifest = self.tmp / f"manifest-{self.baked}.json"
+        manifest.write_text(json.dumps({"builds": [{
+            "name": role, "builder_type": "amazon-ebs", "artifact_id": ",".join(ids),
+            "packer_run_uuid": f"run-{self.baked}",
+            "custom_data": {"role": role, "version": version, "content_key": key,
+                            "git_sha": "abc123"}}], "last_run_uuid": f"run-{self.baked}"}))
+        return aws_target.record(manifest, self.registry, self.aws(), tests_passed=tests_passed,
+                                 packer_version="1.6.6")
+
+    def ami(self, art, region: str = REGION) -> str:
+        return dict(p.split(":") for p in art.artifact.split(","))[region]
+
+    def parameter(self, role: str, channel: str) -> str | None:
+        try:
+            return self.ssm.get_parameter(Name=f"/builder/test/{role}/{channel}")[
+                "Parameter"]["Value"]
+        except self.ssm.exceptions.ParameterNotFound:
+            return None
+
+    def tags(self, resource: str, ec2=None) -> dict[str, str]:
+        found = (ec2 or self.ec2).describe_tags(
+            Filters=[{"Name": "resource-id", "Values": [resource]}])["Tags"]
+        return {t["Key"]: t["Value"] for t in found}
+
+    def network(self) -> tuple[str, str]:
+        vpc = self.ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+        subnet = self.ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24",
+                                        AvailabilityZone=f"{REGION}a")["Subnet"]["SubnetId"]
+        return vpc, subnet
+
+    def group(self, name: str, role: str, ami: str, *, size: int = 2,
+              target_group: str | None = None, subnet: str | None = None,
+              version: str = "$Latest") -> str:
+        if subnet is None:
+            _, subnet = self.network()
+        lt = self.ec2.create_launch_template(
+            LaunchTemplateName=f"{name}-lt",
+            LaunchTemplateData={"ImageId": ami, "InstanceType": "t3.small"})["LaunchTemplate"]
+        self.asg.create_auto_scaling_group(
+            AutoScalingGroupName=name, MinSize=size, MaxSize=size * 2, DesiredCapacity=size,
+            LaunchTemplate={"LaunchTemplateId": lt["LaunchTemplateId"], "Version": version},
+            VPCZoneIdentifier=subnet, TargetGroupARNs=[target_group] if target_group else [],
+            Tags=[{"Key": "builder:role", "Value": role, "PropagateAtLaunch": True},
+                  {"Key": "builder:cluster", "Value": "shop", "PropagateAtLaunch": True}])
+        return lt["LaunchTemplateId"]
+
+    def describe_group(self, name: str) -> dict | None:
+        found = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+        return (found["AutoScalingGroups"] or [None])[0]
+
+    def instance_images(self, name: str) -> set[str]:
+        ids = [i["InstanceId"] for i in self.describe_group(name)["Instances"]]
+        found = self.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+        return {i["ImageId"] for r in found for i in r["Instances"]}
+
+    def snapshot(self) -> dict:
+        """Everything a failed command must leave untouched."""
+        params = self.ssm.describe_parameters()["Parameters"]
+        return {
+            "channels": self.registry.channels(),
+            "history": [self.registry.channel_history(r, "aws") for r in
+                        ("saleor-api", "etcd-patroni")],
+            "revoked": [(a.id, a.revoked) for a in self.registry.list()],
+            "parameters": sorted((p["Name"], p["Version"]) for p in params),
+            "groups": sorted(g["AutoScalingGroupName"] for g in
+                             self.asg.describe_auto_scaling_groups()["AutoScalingGroups"]),
+            "templates": sorted((t["LaunchTemplateName"], t["LatestVersionNumber"]) for t in
+                                self.ec2.describe_launch_templates()["LaunchTemplates"]),
+            "images": sorted(i["ImageId"] for i in
+                             self.ec2.describe_images(Owners=["self"])["Images"]),
+        }
+
+
+@pytest.fixture
+def world(moto_url, tmp_path, monkeypatch):
+    with urllib.request.urlopen(urllib.request.Request(
+            f"{moto_url}/moto-api/reset", method="POST"), timeout=10):
+        pass
+    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # Never look for credentials or config anywhere but here (no IMDS, no ~/.aws).
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("BUILDER_STATE", str(tmp_path / "state"))
+    monkeypatch.chdir(ROOT)
+    return World(moto_url, tmp_path)
+
+
+class Result:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def json(self):
+        return json.loads(self.out)
+
+    @property
+    def error(self) -> str:
+        lines = [ln for ln in self.err.splitlines() if ln.startswith("builder:")]
+        assert len(lines) == 1, self.err
+        return lines[0]
+
+
+@pytest.fixture
+def builder(world, capsys, monkeypatch):
+    """Run `builder ARGS --env <test env>` in-process through main()."""
+    def run(*args: str) -> Result:
+        monkeypatch.setattr(sys, "argv", ["builder", *args, "--env", str(world.env_file)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        out, err = capsys.readouterr()
+        return Result(code, out, err)
+    return run
+
+
+def run_script(world: World, *args: str) -> Result:
+    """The installed `builder` script, as a user runs it."""
+    proc = subprocess.run([str(BUILDER), *args, "--env", str(world.env_file)],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ),
+                          cwd=ROOT)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+class RefreshSimulator:
+    """AWS's side of an instance refresh, for the two calls moto does not implement."""
+
+    def __init__(self, world: World, outcome: str = "Successful"):
+        self.world = world
+        self.outcome = outcome
+        self.started: list[dict] = []
+        self.polls = 0
+        self._pending: dict = {}
+
+    def install(self, monkeypatch) -> RefreshSimulator:
+        original = Aws.client
+        sim = self
+
+        def client(aws_self, service, region=None):
+            made = original(aws_self, service, region)
+            if service == "autoscaling" and not getattr(made, "_refresh_sim", False):
+                events = made.meta.events
+                events.register("before-parameter-build.auto-scaling.StartInstanceRefresh",
+                                sim._capture)
+                events.register("before-call.auto-scaling.StartInstanceRefresh", sim._start)
+                events.register("before-call.auto-scaling.DescribeInstanceRefreshes",
+                                sim._describe)
+                made._refresh_sim = True
+            return made
+
+        monkeypatch.setattr(Aws, "client", client)
+        return self
+
+    def _capture(self, params, **_):
+        self._pending = copy.deepcopy(params)
+
+    def _start(self, **_):
+        params = self._pending
+        self.started.append(params)
+        if self.outcome == "Successful":
+            name = params["AutoScalingGroupName"]
+            asg = self.world.asg
+            asg.update_auto_scaling_group(
+                AutoScalingGroupName=name,
+                LaunchTemplate=params["DesiredConfiguration"]["LaunchTemplate"])
+            for inst in self.world.describe_group(name)["Instances"]:
+                asg.terminate_instance_in_auto_scaling_group(
+                    InstanceId=inst["InstanceId"], ShouldDecrementDesiredCapacity=False)
+        return AWSResponse(None, 200, {}, None), {"InstanceRefreshId": "refresh-1"}
+
+    def _describe(self, **_):
+        self.polls += 1
+        params = self.started[-1]
+        refresh = {"InstanceRefreshId": "refresh-1",
+                   "AutoScalingGroupName": params["AutoScalingGroupName"]}
+        if self.polls == 1:
+            refresh.update(Status="InProgress", PercentageComplete=50, InstancesToUpdate=1)
+        else:
+            refresh.update(Status=self.outcome, PercentageComplete=100 if
+                           self.outcome == "Successful" else 50, InstancesToUpdate=0,
+                           StatusReason="" if self.outcome == "Successful" else
+                           "instances failed health checks; rolled back")
+        return AWSResponse(None, 200, {}, None), {"InstanceRefreshes": [refresh]}
+
+
+# --------------------------------------------------------------------------- post-bake
+
+
+def test_post_bake_recording_tags_hardens_and_records(world, monkeypatch):
+    calls = []
+    original = Aws.client
+
+    def spying(aws_self, service, region=None):
+        made = original(aws_self, service, region)
+        if service == "ec2" and not getattr(made, "_spied", False):
+            made.meta.events.register("before-parameter-build.ec2.ModifyImageAttribute",
+                                      lambda params, **_: calls.append(dict(params)))
+            made._spied = True
+        return made
+
+    monkeypatch.setattr(Aws, "client", spying)
+    art = world.bake("saleor-api", "1.0.0", regions=(REGION, OTHER_REGION))
+
+    assert art.target == "aws" and art.tests_passed and art.base == world.base_ami
+    assert world.registry.find_image(world.ami(art, OTHER_REGION)).id == art.id
+    for region, ec2 in ((REGION, world.ec2), (OTHER_REGION, world.ec2_other)):
+        ami = world.ami(art, region)
+        image = ec2.describe_images(ImageIds=[ami])["Images"][0]
+        snapshot = image["BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+        for resource in (ami, snapshot):
+            tags = world.tags(resource, ec2)
+            assert tags["builder:role"] == "saleor-api"
+            assert tags["builder:version"] == "1.0.0"
+            assert tags["builder:content-key"] == art.content_key
+            assert tags["builder:git-sha"] == "abc123"
+            assert tags["builder:base-ami"] == world.base_ami
+            assert tags["builder:tests-passed"] == "true"
+    # moto accepts ImdsSupport but does not store it: assert what was sent.
+    assert sorted(c["ImageId"] for c in calls) == sorted(
+        [world.ami(art, REGION), world.ami(art, OTHER_REGION)])
+    assert all(c["ImdsSupport"] == {"Value": "v2.0"} for c in calls)
+
+    child = world.bake("saleor-api", "1.0.1", base=world.ami(art))
+    assert world.registry.parent(child.id) == art.id
+
+
+def test_post_bake_manifest_errors_name_the_field(world, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"builds": [{"artifact_id": "us-east-1:i-123", "custom_data": {
+        "role": "redis", "version": "1.0.0", "content_key": "k", "git_sha": "s"}}]}))
+    with pytest.raises(UserError, match=r"builds\[0\]\.artifact_id"):
+        aws_target.record(bad, world.registry, world.aws())
+    bad.write_text(json.dumps({"builds": [{"artifact_id": "us-east-1:ami-1", "custom_data": {
+        "role": "redis", "version": "1.0.0", "git_sha": "s"}}]}))
+    with pytest.raises(UserError, match=r"custom_data\.content_key"):
+        aws_target.record(bad, world.registry, world.aws())
+    assert world.registry.list() == []
+
+
+# --------------------------------------------------------------------------- channels
+
+
+def test_promote_rollback_list_show(world, builder):
+    v1 = world.bake("saleor-api", "1.0.0", regions=(REGION, OTHER_REGION))
+    v2 = world.bake("saleor-api", "1.1.0", regions=(REGION, OTHER_REGION))
+
+    res = builder("release", "promote", "saleor-api", "1.0.0", "--channel", "dev", "--json")
+    assert res.code == 0, res.err
+    assert res.json["changed"] and res.json["image"]["id"] == v1.id
+    assert world.parameter("saleor-api", "dev") == world.ami(v1)
+    param = world.ssm.get_parameter(Name="/builder/test/saleor-api/dev")["Parameter"]
+    assert param["DataType"] == "aws:ec2:image"
+    other = boto3.client("ssm", region_name=OTHER_REGION, endpoint_url=world.url)
+    assert other.get_parameter(Name="/builder/test/saleor-api/dev")["Parameter"][
+        "Value"] == world.ami(v1, OTHER_REGION)
+
+    assert builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev").code == 0
+    assert world.parameter("saleor-api", "dev") == world.ami(v2)
+    again = builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev", "--json")
+    assert again.code == 0 and not again.json["changed"]
+    # Someone changed the parameter behind builder's back: promoting again repairs it.
+    world.ssm.put_parameter(Name="/builder/test/saleor-api/dev", Value=world.ami(v1),
+                            Type="String", DataType="aws:ec2:image", Overwrite=True)
+    repaired = builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev",
+                       "--json")
+    assert repaired.code == 0 and repaired.json["changed"]
+    assert world.parameter("saleor-api", "dev") == world.ami(v2)
+    # Promotion follows the channel order: staging only after dev.
+    assert builder("release", "promote", "saleor-api", world.ami(v2), "--channel",
+                   "staging").code == 0
+
+    back = builder("release", "rollback", "saleor-api", "--channel", "dev", "--json")
+    assert back.code == 0, back.err
+    assert back.json["image"]["id"] == v1.id and back.json["previous"]["id"] == v2.id
+    assert world.parameter("saleor-api", "dev") == world.ami(v1)
+    assert world.parameter("saleor-api", "staging") == world.ami(v2)
+    # Nothing before v1: a second rollback is refused and changes nothing.
+    before = world.snapshot()
+    again = builder("release", "rollback", "saleor-api", "--channel", "dev")
+    assert again.code == 2 and "--channel" in again.error
+    assert world.snapshot() == before
+
+    listed = builder("release", "list", "saleor-api", "--json").json["images"]
+    assert [(r["version"], r["channels"]) for r in listed] == [
+        ("1.0.0", ["dev"]), ("1.1.0", ["staging"])]
+    human = builder("release", "list")
+    assert human.code == 0 and "1.1.0" in human.out and "staging" in human.out
+    shown = builder("release", "show", "saleor-api", "1.1.0", "--json").json
+    assert shown["channels"] == ["staging"]
+    assert [h["action"] for h in shown["history"]] == [
+        "promote", "promote", "promote", "rollback"]
+    assert builder("release", "show", "saleor-api", f"#{v1.id}").code == 0
+
+
+def test_revoke_flags_descendants_and_blocks_promotion_and_rollout(world, builder):
+    parent = world.bake("saleor-api", "1.0.0")
+    child = world.bake("saleor-api", "1.0.1", base=world.ami(parent))
+    grandchild = world.bake("saleor-api", "1.0.2", base=world.ami(child))
+    assert builder("release", "promote", "saleor-api", "1.0.2", "--channel", "dev").code == 0
+
+    res = builder("release", "revoke", "saleor-api", "1.0.0", "--reason", "CVE-2026-0001",
+                  "--json")
+    assert res.code == 0, res.err
+    assert sorted(res.json["revoked"]) == sorted([parent.id, child.id, grandchild.id])
+    assert res.json["channels_still_pointing"] == ["dev"]
+    for art in (parent, child, grandchild):
+        assert world.registry.get(art.id).revoked
+        assert world.tags(world.ami(art))["builder:revoked"] == "true"
+    assert world.registry.revocation(grandchild.id)["inherited_from"] == parent.id
+    assert world.registry.find_tested("saleor-api", "aws", grandchild.content_key) is None
+
+    before = world.snapshot()
+    refused = builder("release", "promote", "saleor-api", "1.0.1", "--channel", "dev")
+    assert refused.code == 2 and refused.error.startswith("builder: error: VERSION")
+    assert "revoked" in refused.error
+    assert world.snapshot() == before
+    world.group("api", "saleor-api", world.ami(parent))
+    before = world.snapshot()
+    refused = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api")
+    assert refused.code == 2 and "--channel" in refused.error and "revoked" in refused.error
+    assert world.snapshot() == before
+
+    # A later image built from a revoked base is flagged at record time.
+    late = world.bake("saleor-api", "1.0.3", base=world.ami(child))
+    assert world.registry.get(late.id).revoked
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+def test_rolling_refresh_pins_a_new_template_version(world, builder, monkeypatch):
+    sim = RefreshSimulator(world).install(monkeypatch)
+    v1 = world.bake("saleor-api", "1.0.0")
+    v2 = world.bake("saleor-api", "1.1.0")
+    lt = world.group("api", "saleor-api", world.ami(v1), size=2)
+    assert world.instance_images("api") == {world.ami(v1)}
+    builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev")
+
+    res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--wait",
+                  "--poll", "0.01", "--timeout", "20", "--json")
+    assert res.code == 0, res.err
+    assert res.json["status"] == "Successful" and res.json["template_version"] == 2
+    assert "InProgress 50%" in res.err and "Successful 100%" in res.err
+
+    version = world.ec2.describe_launch_template_versions(
+        LaunchTemplateId=lt, Versions=["2"])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert version["ImageId"] == world.ami(v2)
+    assert version["MetadataOptions"]["HttpTokens"] == "required"
+    (started,) = sim.started
+    assert started["DesiredConfiguration"]["LaunchTemplate"] == {
+        "LaunchTemplateId": lt, "Version": "2"}
+    prefs = started["Preferences"]
+    assert prefs["AutoRollback"] is True and prefs["MinHealthyPercentage"] == 90
+    assert prefs["CheckpointPercentages"] == [50] and prefs["SkipMatching"] is True
+    # The group was on $Latest: pinned to the version it ran, so AutoRollback has a target.
+    group = world.describe_group("api")
+    assert group["LaunchTemplate"]["Version"] == "2"
+    assert world.instance_images("api") == {world.ami(v2)}
+    assert [r["status"] for r in world.registry.rollouts("saleor-api")] == ["Successful"]
+
+    again = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--json")
+    assert again.code == 0 and again.json["status"] == "up-to-date"
+
+
+def test_rolling_refresh_failure_exits_1(world, builder, monkeypatch):
+    RefreshSimulator(world, outcome="RollbackSuccessful").install(monkeypatch)
+    v1 = world.bake("saleor-api", "1.0.0")
+    world.bake("saleor-api", "1.1.0")
+    world.group("api", "saleor-api", world.ami(v1), version="1")
+    builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev")
+    res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--wait",
+                  "--poll", "0.01")
+    assert res.code == 1
+    assert res.error.startswith("builder: failed:") and "RollbackSuccessful" in res.error
+    assert world.describe_group("api")["LaunchTemplate"]["Version"] == "1"
+    assert world.instance_images("api") == {world.ami(v1)}
+
+
+def test_etcd_patroni_rolls_one_node_at_a_time_and_refuses_blue_green(world, builder,
+                                                                      monkeypatch):
+    sim = RefreshSimulator(world).install(monkeypatch)
+    v1 = world.bake("etcd-patroni", "1.0.0")
+    world.bake("etcd-patroni", "1.1.0")
+    world.group("db", "etcd-patroni", world.ami(v1), size=3, version="1")
+    builder("release", "promote", "etcd-patroni", "1.1.0", "--channel", "dev")
+
+    before = world.snapshot()
+    refused = run_script(world, "rollout", "etcd-patroni", "--channel", "dev", "--asg", "db",
+                         "--strategy", "blue-green")
+    assert refused.code == 2 and refused.error.startswith("builder: error: --strategy")
+    assert world.snapshot() == before
+
+    res = builder("rollout", "etcd-patroni", "--channel", "dev", "--asg", "db", "--json")
+    assert res.code == 0 and res.json["status"] == "started"
+    prefs = sim.started[0]["Preferences"]
+    assert prefs["MinHealthyPercentage"] == 100
+    assert prefs["CheckpointPercentages"] == [34, 67, 100]
+
+
+def test_blue_green_swap_rollback_and_retire(world, builder):
+    v1 = world.bake("saleor-api", "1.0.0")
+    v2 = world.bake("saleor-api", "1.1.0")
+    vpc, subnet = world.network()
+    tg = world.elb.create_target_group(Name="api", Protocol="HTTP", Port=8000, VpcId=vpc,
+                                       TargetType="instance")["TargetGroups"][0][
+                                           "TargetGroupArn"]
+    world.group("api", "saleor-api", world.ami(v1), size=2, target_group=tg, subnet=subnet)
+    blue_ids = {i["InstanceId"] for i in world.describe_group("api")["Instances"]}
+    builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev")
+
+    def serving() -> set[str]:
+        health = world.elb.describe_target_health(TargetGroupArn=tg)["TargetHealthDescriptions"]
+        return {d["Target"]["Id"] for d in health if d["TargetHealth"]["State"] == "healthy"}
+
+    assert serving() == blue_ids
+    res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--strategy",
+                  "blue-green", "--poll", "0.01", "--timeout", "20", "--json")
+    assert res.code == 0, res.err
+    green = res.json["green"]
+    assert green.startswith("api--1.1.0-") and res.json["status"] == "swapped"
+    green_group = world.describe_group(green)
+    assert green_group["LaunchTemplate"]["Version"] == str(res.json["template_version"])
+    assert world.instance_images(green) == {world.ami(v2)}
+    green_ids = {i["InstanceId"] for i in green_group["Instances"]}
+    assert serving() == green_ids
+    blue = world.describe_group("api")
+    assert blue is not None and blue["TargetGroupARNs"] == []
+    assert {p["ProcessName"] for p in blue["SuspendedProcesses"]} >= {"AddToLoadBalancer"}
+    assert "healthy in 1 target group" in res.err
+
+    early = builder("rollout", "saleor-api", "--asg", green, "--retire")
+    assert early.code == 2 and "--retire" in early.error
+
+    back = builder("rollout", "saleor-api", "--asg", green, "--rollback", "--poll", "0.01",
+                   "--timeout", "20", "--json")
+    assert back.code == 0, back.err
+    assert world.describe_group(green) is None
+    assert serving() == blue_ids
+    assert world.describe_group("api")["SuspendedProcesses"] == []
+
+    again = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--strategy",
+                    "blue-green", "--poll", "0.01", "--timeout", "20", "--json")
+    assert again.code == 0, again.err
+    retired = builder("rollout", "saleor-api", "--asg", again.json["green"], "--retire",
+                      "--force", "--json")
+    assert retired.code == 0 and retired.json["retired"] == "api"
+    assert world.describe_group("api") is None
+
+
+# --------------------------------------------------------------------------- prune
+
+
+def test_prune_keeps_referenced_images(world, builder):
+    in_template = world.bake("saleor-api", "1.0.0")
+    on_instance = world.bake("saleor-api", "1.1.0")
+    on_channel = world.bake("saleor-api", "1.2.0")
+    unused = world.bake("saleor-api", "1.3.0")
+    other_role = world.bake("redis", "1.0.0")
+    world.ec2.create_launch_template(LaunchTemplateName="old-api", LaunchTemplateData={
+        "ImageId": world.ami(in_template)})
+    world.ec2.run_instances(ImageId=world.ami(on_instance), MinCount=1, MaxCount=1)
+    builder("release", "promote", "saleor-api", "1.2.0", "--channel", "dev")
+    snapshot = world.ec2.describe_images(ImageIds=[world.ami(unused)])["Images"][0][
+        "BlockDeviceMappings"][0]["Ebs"]["SnapshotId"]
+
+    dry = builder("prune", "saleor-api", "--keep", "0", "--min-age", "0", "--json")
+    assert dry.code == 0, dry.err
+    plan = {d["image"]: d for d in dry.json["images"]}
+    assert set(plan) == {world.ami(a) for a in (in_template, on_instance, on_channel, unused)}
+    assert plan[world.ami(unused)]["action"] == "delete"
+    assert "launch template old-api version 1" in plan[world.ami(in_template)]["reasons"]
+    assert any(r.startswith("instance i-") for r in plan[world.ami(on_instance)]["reasons"])
+    assert "channel dev (/builder/test/saleor-api/dev)" in plan[world.ami(on_channel)][
+        "reasons"]
+    human = builder("prune", "saleor-api", "--keep", "0", "--min-age", "0")
+    assert "dry run: 1 image(s) would be deleted, 3 kept" in human.out
+    assert world.ec2.describe_images(ImageIds=[world.ami(unused)])["Images"]
+
+    young = builder("prune", "saleor-api", "--json").json
+    assert all(d["action"] == "keep" for d in young["images"])
+
+    done = builder("prune", "saleor-api", "--keep", "0", "--min-age", "0", "--yes", "--json")
+    assert done.code == 0, done.err
+    assert done.json["deleted"] == [world.ami(unused)]
+    remaining = {i["ImageId"] for i in world.ec2.describe_images(Owners=["self"])["Images"]}
+    assert world.ami(unused) not in remaining
+    assert {world.ami(a) for a in (in_template, on_instance, on_channel, other_role)} <= \
+        remaining
+    snaps = {s["SnapshotId"] for s in world.ec2.describe_snapshots(OwnerIds=["self"])[
+        "Snapshots"]}
+    assert snapshot not in snaps
+    listed = {r["version"]: r for r in builder("release", "list", "saleor-api",
+                                               "--json").json["images"]}
+    assert listed["1.3.0"]["pruned"] and not listed["1.2.0"]["pruned"]
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def test_discovery_by_tags(world):
+    _, subnet = world.network()
+
+    def launch(count, cluster, role):
+        tags = [{"Key": "builder:cluster", "Value": cluster},
+                {"Key": "builder:role", "Value": role}]
+        found = world.ec2.run_instances(
+            ImageId=world.base_ami, MinCount=count, MaxCount=count, SubnetId=subnet,
+            TagSpecifications=[{"ResourceType": "instance", "Tags": tags}])["Instances"]
+        return {i["InstanceId"]: i["PrivateIpAddress"] for i in found}
+
+    members = launch(3, "shop", "etcd-patroni")
+    launch(1, "shop", "haproxy")
+    launch(1, "other", "etcd-patroni")
+    stopped = launch(1, "shop", "etcd-patroni")
+    world.ec2.stop_instances(InstanceIds=list(stopped))
+
+    expected = [{"name": i, "address": a} for i, a in sorted(members.items())]
+    assert aws_tags.peers("shop", "etcd-patroni", client=world.ec2) == expected
+    # Without a client: boto3's own resolution (region argument, AWS_ENDPOINT_URL).
+    assert aws_tags.peers("shop", "etcd-patroni", region=REGION) == expected
+    assert aws_tags.peers("nope", "etcd-patroni", client=world.ec2) == []
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(world, builder):
+    good = world.bake("saleor-api", "1.0.0")
+    world.bake("saleor-api", "1.1.0", tests_passed=False)
+    world.group("api", "saleor-api", world.ami(good))
+    builder("release", "promote", "saleor-api", "1.0.0", "--channel", "dev")
+    before = world.snapshot()
+
+    cases = [
+        (("release", "promote", "saleor-api", "ami-0123456789abcdef0", "--channel", "dev"),
+         "VERSION", "unknown AMI"),
+        (("release", "promote", "saleor-api", "9.9.9", "--channel", "dev"), "VERSION",
+         "no aws image"),
+        (("release", "promote", "saleor-api", "1.0.0", "--channel", "qa"), "--channel",
+         "unknown channel"),
+        (("release", "promote", "saleor-api", "1.1.0", "--channel", "dev"), "VERSION",
+         "did not pass"),
+        (("release", "promote", "saleor-api", "1.0.0", "--channel", "prod"), "--channel",
+         "has not been on 'staging'"),
+        (("release", "promote", "no-such-role", "1.0.0", "--channel", "dev"), "ROLE",
+         "unknown role"),
+        (("release", "promote", "redis", "1.0.0", "--channel", "dev"), "VERSION",
+         "no aws image of redis"),
+        (("release", "show", "saleor-api", "#999"), "VERSION", "no registry entry"),
+        (("release", "revoke", "saleor-api", "ami-0123456789abcdef0", "--reason", "x"),
+         "VERSION", "unknown AMI"),
+        (("release", "rollback", "saleor-api", "--channel", "staging"), "--channel",
+         "nothing on channel"),
+        (("rollout", "saleor-api", "--channel", "dev", "--asg", "missing"), "--asg",
+         "no Auto Scaling group 'missing'"),
+        (("rollout", "saleor-api", "--channel", "staging", "--asg", "api"), "--channel",
+         "no image on channel 'staging'"),
+        (("rollout", "saleor-api", "--channel", "nope", "--asg", "api"), "--channel",
+         "unknown channel"),
+        (("rollout", "haproxy", "--channel", "dev", "--asg", "api"), "--channel",
+         "no image on channel"),
+        (("rollout", "saleor-api", "--asg", "api"), "--channel", "required"),
+        (("rollout", "saleor-api", "--asg", "api", "--rollback"), "--asg",
+         "not made by a blue-green"),
+        (("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--checkpoints",
+          "0,500"), "--checkpoints", "1..100"),
+        (("prune", "no-such-role"), "ROLE", "unknown role"),
+    ]
+    for args, field, text in cases:
+        res = builder(*args)
+        assert res.code == 2, (args, res.err)
+        assert res.error.startswith(f"builder: error: {field}"), (args, res.error)
+        assert text in res.error, (args, res.error)
+        assert res.out == "", (args, res.out)
+    # The installed script behaves the same for a user.
+    res = run_script(world, "release", "promote", "saleor-api", "ami-0123456789abcdef0",
+                     "--channel", "dev")
+    assert res.code == 2 and res.err.strip().splitlines() == [res.error]
+    assert res.error.startswith("builder: error: VERSION: unknown AMI")
+    assert world.snapshot() == before
+
+    # A channel pointing at an AMI that no longer exists in AWS.
+    world.ssm.put_parameter(Name="/builder/test/saleor-api/staging", Type="String",
+                            DataType="aws:ec2:image", Value="ami-0123456789abcdef0")
+    res = builder("rollout", "saleor-api", "--channel", "staging", "--asg", "api")
+    assert res.code == 2 and "ami-0123456789abcdef0 does not exist" in res.error

@@ -1,0 +1,53 @@
+"""Helpers of the unit tests: throwaway copies of the project and the CLI as a user runs it
+(a subprocess: exit status, stdout and stderr exactly as in a shell)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+# What a project consists of; the copies hold nothing else.
+PROJECT_PARTS = ("images", "templates", "cloud-init", "tests/images")
+ROLES = ("etcd-patroni", "haproxy", "redis", "saleor-api", "saleor-dashboard", "storefront")
+
+
+def copy_project(dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in PROJECT_PARTS:
+        shutil.copytree(REPO / part, dest / part,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
+    return dest
+
+
+def run_builder(args: list[str], cwd: Path, state: Path | None = None,
+                timeout: float = 120) -> subprocess.CompletedProcess:
+    """`builder ARGS...` in cwd, exactly as from a shell (own process, real exit status).
+    State (bases, registry) goes to `state`, by default next to the project copy: a test
+    never writes into the checkout's output/."""
+    if state is None:
+        assert cwd.resolve() != REPO, "pass state= when running in the checkout"
+        state = cwd.parent / "state"
+    env = dict(os.environ)
+    env["BUILDER_STATE"] = str(state)
+    return subprocess.run([sys.executable, "-m", "builder", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False,
+                          stdin=subprocess.DEVNULL)
+
+
+def listing(root: Path) -> dict[str, str] | None:
+    """Every file and directory below root with a digest of its content (None: no root)."""
+    if not root.exists():
+        return None
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        if path.is_dir():
+            out[rel + "/"] = "dir"
+        else:
+            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out

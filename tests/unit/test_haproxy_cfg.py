@@ -1,0 +1,133 @@
+"""HAProxy's routing policy, read from the config the node agent renders at boot: writes go
+only to the Patroni leader (an HTTP check of Patroni's REST API, never a plain TCP check),
+and sessions to a demoted primary are cut at once."""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import re
+import shutil
+import subprocess
+
+import jinja2
+import pytest
+
+from builder.project import find_project
+from builder.render import jinja_env
+
+from .helpers import REPO
+from .samples import CLUSTER_PEERS, haproxy_context
+
+TEMPLATE = "haproxy/haproxy.cfg.j2"
+
+
+def render(context: dict) -> str:
+    return jinja_env(find_project(start=REPO)).get_template(TEMPLATE).render(**context)
+
+
+def sections(text: str) -> dict[str, list[str]]:
+    """`listen NAME`, `frontend NAME`, ... -> its (stripped, non-comment) lines."""
+    out: dict[str, list[str]] = {}
+    current = None
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        if not raw[0].isspace():
+            current = " ".join(line.split()[:2])
+            out[current] = []
+        elif current is not None:
+            out[current].append(" ".join(line.split()))
+    return out
+
+
+def postgres_listeners(parsed: dict[str, list[str]]) -> dict[str, list[str]]:
+    """Every section that binds a PostgreSQL port or sends traffic to one."""
+    return {name: lines for name, lines in parsed.items()
+            if any(ln.startswith("bind ") and ln.endswith((":5432", ":5433")) for ln in lines)
+            or any(ln.startswith("server ") and ":5432" in ln for ln in lines)}
+
+
+@pytest.fixture(scope="module")
+def config() -> str:
+    return render(haproxy_context())
+
+
+def test_no_tcp_check_for_postgres(config):
+    listeners = postgres_listeners(sections(config))
+    assert set(listeners) >= {"listen postgres", "listen postgres-replicas"}
+    for name, lines in listeners.items():
+        assert not any("tcp-check" in ln for ln in lines), name
+        assert all(ln.split()[0] != "server" or "check" in ln.split() for ln in lines), name
+
+
+def test_writes_go_to_the_patroni_primary_only(config):
+    lines = sections(config)["listen postgres"]
+    bind = [ln for ln in lines if ln.startswith("bind ")]
+    assert bind == ["bind 10.20.0.21:5432"]
+    assert "mode tcp" in lines
+    assert "option httpchk OPTIONS /primary" in lines
+    assert "http-check expect status 200" in lines
+    [defaults] = [ln for ln in lines if ln.startswith("default-server ")]
+    assert "on-marked-down shutdown-sessions" in defaults
+    servers = [ln for ln in lines if ln.startswith("server ")]
+    assert servers == [f"server {p['name']} {p['address']}:5432 check port 8008"
+                       for p in CLUSTER_PEERS["etcd-patroni"]]
+
+
+def test_reads_go_to_replicas_checked_by_patroni(config):
+    lines = sections(config)["listen postgres-replicas"]
+    assert any(ln.startswith("option httpchk OPTIONS /replica") for ln in lines)
+    [defaults] = [ln for ln in lines if ln.startswith("default-server ")]
+    assert "on-marked-down shutdown-sessions" in defaults
+    servers = [ln for ln in lines if ln.startswith("server ")]
+    assert len(servers) == 3 and all(ln.endswith("check port 8008") for ln in servers)
+
+
+def test_http_backends_have_every_peer(config):
+    parsed = sections(config)
+    api = [ln for ln in parsed["backend saleor-api"] if ln.startswith("server ")]
+    assert api == ["server saleor-api-0 10.20.0.31:8000 check",
+                   "server saleor-api-1 10.20.0.32:8000 check"]
+    dash = [ln for ln in parsed["backend saleor-dashboard"] if ln.startswith("server ")]
+    assert dash == ["server saleor-dashboard-0 10.20.0.41:9000 check"]
+    assert any("hdr Host api.saleor.test" in ln for ln in parsed["backend saleor-api"])
+
+
+def test_every_listener_binds_the_node_address_only(config):
+    binds = [ln for lines in sections(config).values() for ln in lines if ln.startswith("bind ")]
+    assert binds and all(ln.startswith("bind 10.20.0.21:") for ln in binds)
+
+
+def test_the_template_is_strict_about_its_context():
+    context = haproxy_context()
+    del context["replica_max_lag"]
+    with pytest.raises(jinja2.UndefinedError):
+        render(context)
+
+
+def _account_exists(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_haproxy_accepts_the_config(config, tmp_path):
+    if not _account_exists("haproxy"):
+        # The image has the haproxy account (the package makes it); a host with only the
+        # binary does not, and -c would fail on that alone.
+        me = pwd.getpwuid(os.getuid()).pw_name
+        group = grp.getgrgid(os.getgid()).gr_name
+        config = re.sub(r"(?m)^(\s+)user haproxy$", rf"\g<1>user {me}", config)
+        config = re.sub(r"(?m)^(\s+)group haproxy$", rf"\g<1>group {group}", config)
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(config)
+    proc = subprocess.run([shutil.which("haproxy"), "-c", "-f", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,86 @@
+"""`builder validate`: the static gate passes on the real project, and fails (exit 1) on a
+broken one, naming the role and check."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from builder import validate as gate
+
+from .helpers import REPO, ROLES, run_builder
+
+PER_ROLE = ["hcl2-parse", "packer-fmt", "packer-validate", "user-data-schema", "shell-syntax"]
+HAVE_PACKER = shutil.which("packer") is not None
+HAVE_CLOUD_INIT = shutil.which("cloud-init") is not None
+
+
+def expected_checks(target: str) -> list[tuple[str, str]]:
+    checks = [(role, name) for role in ROLES for name in PER_ROLE]
+    return checks + ([("*", "bake-seed-schema")] if target == "qemu" else [])
+
+
+@pytest.mark.parametrize("target", ["qemu", "aws"])
+def test_validate_all_passes(target, tmp_path):
+    proc = run_builder(["validate", "--all", "--target", target, "--json"], REPO,
+                       state=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is True and report["target"] == target
+    assert report["roles"] == list(ROLES)
+    assert sorted(report["content_keys"]) == sorted(ROLES)
+    # Same checks in the same order (role by role), however they were scheduled.
+    assert [(c["role"], c["name"]) for c in report["checks"]] == expected_checks(target)
+    assert all(c["ok"] for c in report["checks"])
+    skipped = {c["name"] for c in report["checks"] if c["skipped"]}
+    if HAVE_PACKER:
+        assert not skipped & {"packer-validate", "packer-fmt"}
+    if HAVE_CLOUD_INIT:
+        assert not skipped & {"user-data-schema", "bake-seed-schema"}
+    if HAVE_PACKER and HAVE_CLOUD_INIT:
+        assert not skipped
+
+
+@pytest.mark.skipif(not (HAVE_PACKER and HAVE_CLOUD_INIT), reason="needs packer and cloud-init")
+def test_validate_fails_on_a_broken_project(project):
+    # HCL that parses but is not canonically formatted: every role's packer-fmt must fail.
+    qemu = project / "templates" / "packer" / "qemu.pkr.hcl.j2"
+    qemu.write_text(qemu.read_text().replace('  format           = "qcow2"',
+                                             '  format = "qcow2"'))
+    # User-data that is YAML but not valid cloud-config, for one role only.
+    (project / "cloud-init" / "redis.yaml.j2").write_text(
+        "#cloud-config\n# {{ role.role }}\nruncmd: 5\n")
+    proc = run_builder(["validate", "redis", "haproxy", "--json"], project)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False
+    failed = {(c["role"], c["name"]) for c in report["checks"] if not c["ok"]}
+    assert failed == {("redis", "packer-fmt"), ("haproxy", "packer-fmt"),
+                      ("redis", "user-data-schema")}
+    detail = {(c["role"], c["name"]): c["detail"] for c in report["checks"]}
+    assert "redis.pkr.hcl" in detail[("redis", "packer-fmt")]
+    assert "user-data" in detail[("redis", "user-data-schema")]
+
+
+def test_results_keep_their_order_whatever_finishes_first(monkeypatch):
+    """The pool may finish checks in any order; the report is role by role, check by check."""
+    import time
+
+    def slow_first(item):
+        time.sleep(0.05 if item.role.role == "a" else 0)
+        return item.role.role
+
+    class Item:
+        def __init__(self, name):
+            self.role = type("R", (), {"role": name})()
+            self.target = "aws"
+            self.directory = REPO
+
+    for name in ("_hcl_parse", "_packer_fmt", "_packer_validate", "_shell_syntax"):
+        monkeypatch.setattr(gate, name, slow_first)
+    monkeypatch.setattr(gate, "_cloud_init_schema", lambda path: "valid")
+    checks = gate.run([Item("a"), Item("b")], None)
+    assert [(c.role, c.name) for c in checks] == [(r, n) for r in "ab" for n in PER_ROLE]
+    assert [c.detail for c in checks if c.name != "user-data-schema"] == ["a"] * 4 + ["b"] * 4

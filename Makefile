@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 APT_PACKAGES := packer qemu-system-x86 qemu-utils mmdebstrap xorriso cloud-init \
-                openssh-client e2fsprogs apt-cacher-ng python3-venv
+                openssh-client e2fsprogs apt-cacher-ng python3-venv etcd-server
 export PACKER_CHECKPOINT_DISABLE := 1
 
 .PHONY: setup apt venv bake test test-unit test-vm lint bench clean
@@ -18,8 +18,8 @@ apt:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 	    --no-install-recommends $$missing; \
 	fi
-	@# apt-cacher-ng is only wanted by `make bench`, not as a service on this machine.
-	@systemctl disable --now apt-cacher-ng >/dev/null 2>&1 || true
+	@# apt-cacher-ng (make bench) and etcd (agent tests) run only when a test starts them.
+	@systemctl disable --now apt-cacher-ng etcd >/dev/null 2>&1 || true
 
 venv: $(VENV)/.installed
 
@@ -29,9 +29,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
+DATA_TIER := etcd-patroni haproxy redis
+
 bake: setup
 	$(VENV)/bin/builder validate --all --target qemu
-	$(VENV)/bin/builder bake --all --target qemu
+	$(VENV)/bin/builder bake $(DATA_TIER) --target qemu --parallel 2
+	@echo "saleor-api, saleor-dashboard, storefront: not baked - their application bundles (vendor/) are not supported yet"
 
 test: setup lint
 	$(PY) -m pytest -p no:cacheprovider -v tests/unit tests/integration

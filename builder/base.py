@@ -22,7 +22,7 @@ INCLUDE = (
     "systemd-resolved", "netbase", "iproute2", "sudo", "python3", "ca-certificates",
     "e2fsprogs",
 )
-RECIPE_VERSION = 2
+RECIPE_VERSION = 3
 DISK_SIZE = "3G"
 
 # Written into the base: cloud-init looks only for a NoCloud seed (no 2-minute EC2 probe on
@@ -33,6 +33,8 @@ FILES = {
     "etc/systemd/network/90-builder-dhcp.network": (
         "[Match]\nName=eth* en*\n\n[Network]\nDHCP=yes\n"
     ),
+    # A server answers no LLMNR/mDNS on every interface; the loopback DNS stub stays.
+    "etc/systemd/resolved.conf.d/90-builder.conf": "[Resolve]\nLLMNR=no\nMulticastDNS=no\n",
     "etc/cloud/cloud.cfg.d/05-builder-datasource.cfg": "datasource_list: [NoCloud, None]\n",
     "etc/hostname": "localhost\n",
 }

@@ -1,39 +1,34 @@
-"""`builder-agent`: configure this instance from its metadata, once per boot."""
+"""`builder-agent`: configure this instance from its metadata, once per boot.
+
+`boot` writes /run/builder/agent.json (state ready, failed or unconfigured, with timings)
+and exits 1 only when the boot failed; `status` changes nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import time
-from pathlib import Path
 
-from builder.agent.metadata import discover
-
-ROLE_FILE = Path("/etc/builder/role.json")
-IMAGE_FILE = Path("/etc/builder/image.json")
-NODE_FILE = Path("/etc/builder/node.yaml")
-STATUS_FILE = Path("/run/builder/agent.json")
+from builder.agent.boot import IMAGE_FILE, ROLE_FILE, boot, load_json
+from builder.agent.config import NODE_FILE
+from builder.agent.metadata import discover, nocloud
+from builder.agent.paths import ENV_VAR, Root
+from builder.agent.services import Services
 
 
-def _load_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def status() -> dict:
+def status(root: Root | None = None) -> dict:
     """What the agent knows about this instance, without changing anything."""
     import yaml
 
-    identity = discover()
+    root = root or Root()
+    identity = discover(instance_data=root(nocloud.INSTANCE_DATA))
     node = {}
-    if NODE_FILE.is_file():
-        node = yaml.safe_load(NODE_FILE.read_text()) or {}
+    if root(NODE_FILE).is_file():
+        node = yaml.safe_load(root(NODE_FILE).read_text()) or {}
     return {
-        "image": _load_json(IMAGE_FILE),
-        "role": _load_json(ROLE_FILE).get("role"),
+        "image": load_json(root(IMAGE_FILE)),
+        "role": load_json(root(ROLE_FILE)).get("role"),
         "identity": identity.as_dict(),
         "configured": bool(node),
         "cluster": node.get("cluster"),
@@ -41,22 +36,22 @@ def status() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="builder-agent", description=__doc__)
+    parser = argparse.ArgumentParser(prog="builder-agent", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["boot", "status"], nargs="?", default="status")
+    parser.add_argument("--root", help=f"prefix of every absolute path (default ${ENV_VAR} "
+                        "or /): rehearse a boot into a directory")
+    parser.add_argument("--dry-run-services", action="store_true",
+                        help="record systemctl and other system commands instead of running "
+                        "them; readiness checks are skipped")
     args = parser.parse_args(argv)
-    started = time.monotonic()
-    report = status()
-    if args.command == "boot":
-        if not report["configured"]:
-            report["state"] = "unconfigured"
-            report["message"] = f"no {NODE_FILE}: this instance was booted without user-data"
-        else:
-            report["state"] = "identified"
-        report["seconds"] = round(time.monotonic() - started, 2)
-        STATUS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        STATUS_FILE.write_text(json.dumps(report, indent=2) + "\n")
+    root = Root(args.root)
+    if args.command == "status":
+        print(json.dumps(status(root), indent=2))
+        return 0
+    report = boot(root, Services(dry_run=args.dry_run_services))
     print(json.dumps(report, indent=2))
-    return 0
+    return 1 if report["state"] == "failed" else 0
 
 
 if __name__ == "__main__":

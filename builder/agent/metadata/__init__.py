@@ -18,11 +18,11 @@ class Identity:
         return dataclasses.asdict(self)
 
 
-def discover(timeout: float = 2.0) -> Identity:
+def discover(timeout: float = 2.0, instance_data=None) -> Identity:
     """cloud-init's instance data first (every datasource), then EC2 IMDSv2 directly."""
     from builder.agent.metadata import ec2, nocloud
 
-    found = nocloud.read()
+    found = nocloud.read(instance_data or nocloud.INSTANCE_DATA)
     if found is not None and found.source != "ec2":
         return found
     return ec2.read(timeout=timeout) or found or nocloud.fallback()

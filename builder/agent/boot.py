@@ -1,0 +1,99 @@
+"""The boot sequence: identity -> config -> secrets -> discovery -> role -> status file.
+
+Every step is timed; the first failure stops the sequence and is reported as one line
+naming the step, in the status file as well as in the exit status.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from builder.agent import config as node_config
+from builder.agent import discovery, roles
+from builder.agent.errors import AgentError
+from builder.agent.metadata import discover as identify
+from builder.agent.metadata import nocloud
+from builder.agent.paths import Root
+from builder.agent.services import Services
+
+ROLE_FILE = "/etc/builder/role.json"
+IMAGE_FILE = "/etc/builder/image.json"
+STATUS_FILE = "/run/builder/agent.json"
+
+
+def load_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+class Steps:
+    def __init__(self, report: dict):
+        self.report = report
+        self.timings: dict[str, float] = report.setdefault("timings", {})
+        self.current = ""
+
+    def run(self, name: str, fn, *args, **kwargs):
+        self.current = name
+        started = time.monotonic()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.timings[name] = round(time.monotonic() - started, 3)
+
+
+def boot(root: Root, services: Services, *, discovery_timeout: float = 300.0) -> dict:
+    started = time.monotonic()
+    report: dict = {"state": "booting", "dry_run_services": services.dry_run}
+    steps = Steps(report)
+    try:
+        identity = steps.run("identity", identify,
+                             instance_data=root(nocloud.INSTANCE_DATA))
+        report["identity"] = identity.as_dict()
+        report["image"] = load_json(root(IMAGE_FILE))
+        baked = load_json(root(ROLE_FILE))
+        report["role"] = baked.get("role")
+        report["configured"] = root(node_config.NODE_FILE).is_file()
+        if not report["configured"]:
+            report["state"] = "unconfigured"
+            report["message"] = (f"no {node_config.NODE_FILE}: this instance was booted "
+                                 "without user-data")
+            return report
+        cfg = steps.run("config", node_config.load, root)
+        report.update(cluster=cfg.cluster, environment=cfg.environment, role=cfg.role)
+        if baked.get("role") and baked["role"] != cfg.role:
+            raise AgentError(f"node.yaml says role {cfg.role} but this image is "
+                             f"{baked['role']} ({ROLE_FILE})")
+        module = roles.module_for(cfg.role)
+        needed = baked.get("secrets", sorted(cfg.secrets))
+        secrets = steps.run("secrets", node_config.resolve_secrets, cfg, needed, root,
+                            region=identity.region)
+        peers = steps.run("discovery", discovery.discover, cfg, module.PEER_ROLES,
+                          timeout=discovery_timeout)
+        report["peers"] = peers
+        inputs = roles.Inputs(identity=identity, config=cfg, peers=peers, secrets=secrets,
+                              root=root, services=services)
+        report["result"] = steps.run("role", module.configure, inputs)
+        report["state"] = "ready"
+    except AgentError as exc:
+        report["state"] = "failed"
+        report["error"] = f"{steps.current}: {exc}"
+    except Exception as exc:  # the status file must say why a boot died, whatever it was
+        report["state"] = "failed"
+        report["error"] = f"{steps.current}: {type(exc).__name__}: {exc}"
+    finally:
+        report["services"] = services.calls
+        report["seconds"] = round(time.monotonic() - started, 2)
+        write_status(root, report)
+    return report
+
+
+def write_status(root: Root, report: dict) -> None:
+    path = root(STATUS_FILE)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,51 @@
+"""One module per role: build the templates' context from what the node knows, render the
+role's configs, start its services in order and wait until they answer.
+
+Each module has PEER_ROLES (whose peers its configs name), SECRETS is read from the
+image's role.json, and `configure(inputs) -> dict` returns what it did for the report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+from builder.agent.config import NodeConfig
+from builder.agent.errors import AgentError
+from builder.agent.metadata import Identity
+from builder.agent.paths import Root
+from builder.agent.services import Services
+
+MODULES = {"haproxy": "haproxy", "etcd-patroni": "etcd_patroni", "redis": "redis"}
+
+
+@dataclasses.dataclass
+class Inputs:
+    identity: Identity
+    config: NodeConfig
+    peers: dict[str, list[dict]]
+    secrets: dict[str, str]
+    root: Root
+    services: Services
+
+    @property
+    def setting(self):
+        return self.config.settings.get
+
+    def node(self) -> dict:
+        """Own name and address. The name is the one discovery lists for this address, so
+        it is the name every peer uses for this node (etcd insists on that)."""
+        address = self.identity.address
+        if not address:
+            raise AgentError("metadata gave no private address for this instance")
+        mine = [p for p in self.peers.get(self.config.role, []) if p["address"] == address]
+        name = mine[0]["name"] if mine else self.identity.instance_id
+        return {"name": name, "address": address, "instance_id": self.identity.instance_id,
+                "listed": bool(mine)}
+
+
+def module_for(role: str):
+    if role not in MODULES:
+        raise AgentError(f"role {role} has no boot-time configuration in this agent "
+                         f"(known: {', '.join(sorted(MODULES))})")
+    return importlib.import_module(f"builder.agent.roles.{MODULES[role]}")

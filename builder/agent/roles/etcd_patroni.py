@@ -1,0 +1,121 @@
+"""etcd member + Patroni (which runs PostgreSQL 17): one node of the HA database.
+
+Order: softdog, etcd's new-vs-existing decision (builder/agent/etcd_join.py), configs,
+etcd, its promotion when it joined as a learner, etcd healthy, then Patroni, ready when
+its REST API's /health answers 200 (PostgreSQL up, as primary or streaming replica).
+
+Patroni timing, tighter than Patroni's defaults (ttl 30, loop_wait 10, retry_timeout 10)
+which cost ~25 s of write outage per node crash in our lab (notes/ha.md):
+- ttl 20, loop_wait 5, retry_timeout 5 keep Patroni's rule loop_wait + 2*retry_timeout
+  <= ttl (a leader that misses one loop and retries twice still holds the lock), and
+  20 s is the smallest ttl Patroni's maintainers advise.
+- primary_start_timeout 10: the default 300 s lets a primary whose PostgreSQL crashed
+  spend 5 minutes restarting in place before anyone fails over; with synchronous_mode a
+  synchronous standby holds every acknowledged commit, so failing over after 10 s loses
+  nothing and shortens the outage.
+- watchdog `automatic` when softdog loads: a primary whose Patroni died is reset before
+  its leader key expires, so it cannot keep taking writes; `off` where there is none.
+
+Settings: `ready_timeout` (s, default 600: a replica's first basebackup takes a while),
+`etcd_ready_timeout` (60), `synchronous_mode` (true), `etcd_ask_rounds` (3: how many
+times, a second apart, the peers are asked for a running cluster before starting new).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+
+from builder.agent import etcd_join, readiness, templating
+from builder.agent.errors import AgentError
+from builder.agent.etcd import Client
+from builder.agent.roles import Inputs
+
+ROLE = "etcd-patroni"
+PEER_ROLES = ["etcd-patroni"]
+ETCD_ENV = "/etc/default/etcd"          # Debian's etcd.service EnvironmentFile
+PATRONI_CONFIG = "/etc/patroni/config.yml"  # Debian's patroni.service reads this one
+ETCD_DATA = "/var/lib/etcd"
+WATCHDOG = "/dev/watchdog"
+TIMING = {"ttl": 20, "loop_wait": 5, "retry_timeout": 5, "primary_start_timeout": 10}
+CLIENT_PORT, PEER_PORT = 2379, 2380
+
+
+def as_peer(entry: dict) -> etcd_join.Peer:
+    address = entry["address"]
+    return etcd_join.Peer(entry["name"], f"http://{address}:{PEER_PORT}",
+                          f"http://{address}:{CLIENT_PORT}")
+
+
+def watchdog_mode(inputs: Inputs) -> str:
+    loaded = inputs.services.run("modprobe", "softdog", check=False)
+    device = inputs.root(WATCHDOG)
+    if not (loaded and device.exists()):
+        return "off"
+    if inputs.root.is_system:
+        # Patroni opens the device as postgres; softdog creates it root-only.
+        os.chown(device, pwd.getpwnam("postgres").pw_uid, -1)
+    return "automatic"
+
+
+def data_dir(inputs: Inputs) -> str:
+    return f"{ETCD_DATA}/{inputs.config.cluster}"
+
+
+def decide(inputs: Inputs, node: dict) -> etcd_join.Decision:
+    peers = [as_peer(p) for p in inputs.peers.get(ROLE, [])]
+    if not node["listed"]:
+        raise AgentError(f"this node's address {node['address']} is not among the "
+                         f"{len(peers)} discovered {ROLE} peers of cluster "
+                         f"{inputs.config.cluster}")
+    data_exists = (inputs.root(data_dir(inputs)) / "member").is_dir()
+    return etcd_join.decide(inputs.config.cluster, as_peer(node), peers,
+                            data_exists=data_exists,
+                            rounds=int(inputs.setting("etcd_ask_rounds", 3)))
+
+
+def context(inputs: Inputs, decision: etcd_join.Decision, watchdog: str) -> dict:
+    return {
+        "node": inputs.node(),
+        "peers": inputs.peers,
+        "cluster": {"name": inputs.config.cluster, "cidr": inputs.config.cidr},
+        "secrets": inputs.secrets,
+        "etcd": {"initial_cluster": decision.initial_cluster,
+                 "initial_cluster_state": decision.state, "token": decision.token},
+        "timing": dict(TIMING),
+        "synchronous_mode": bool(inputs.setting("synchronous_mode", True)),
+        "watchdog_mode": watchdog,
+    }
+
+
+def configure(inputs: Inputs) -> dict:
+    node = inputs.node()
+    watchdog = watchdog_mode(inputs)
+    decision = decide(inputs, node)
+    ctx = context(inputs, decision, watchdog)
+    templating.directory(inputs.root, data_dir(inputs), mode=0o700, owner="etcd",
+                         group="etcd")
+    templating.write(inputs.root, ETCD_ENV,
+                     templating.render(inputs.root, ROLE, "etcd.env.j2", ctx))
+    templating.directory(inputs.root, "/etc/patroni", mode=0o750, owner="postgres",
+                         group="postgres")
+    templating.write(inputs.root, PATRONI_CONFIG,
+                     templating.render(inputs.root, ROLE, "patroni.yml.j2", ctx),
+                     mode=0o600, owner="postgres", group="postgres")
+    report = {"files": [ETCD_ENV, PATRONI_CONFIG], "node": node["name"],
+              "etcd": decision.as_dict(), "watchdog": watchdog}
+    inputs.services.restart("etcd")
+    dry = inputs.services.dry_run
+    if decision.learner and not dry:
+        peers = [as_peer(p) for p in inputs.peers[ROLE]]
+        report["promoted_seconds"] = etcd_join.promote(decision, peers, as_peer(node))
+    if not dry:
+        report["etcd_ready_seconds"] = readiness.wait(
+            "etcd", Client(f"http://127.0.0.1:{CLIENT_PORT}").healthy,
+            timeout=float(inputs.setting("etcd_ready_timeout", 60)))
+    inputs.services.restart("patroni")
+    if not dry:
+        report["ready_seconds"] = readiness.wait(
+            "patroni", readiness.http_ok(f"http://{node['address']}:8008/health"),
+            timeout=float(inputs.setting("ready_timeout", 600)), interval=2.0)
+    return report

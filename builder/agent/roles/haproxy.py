@@ -1,0 +1,52 @@
+"""HAProxy: routes to the Patroni primary (5432), replicas (5433), Saleor API and dashboard.
+
+Settings (node.yaml `settings`): `bind` (default 0.0.0.0 on qemu, where the host reaches
+the VM through QEMU's user network, else the node's private address), `stats_user`
+(stats), `replica_max_lag` (bytes a replica may trail and still take reads; 1 MB, the
+same bound Patroni uses for failover), `api_host` (Host header of the API health check;
+it must be in Saleor's ALLOWED_HOSTS; default localhost).
+"""
+
+from __future__ import annotations
+
+from builder.agent import readiness, templating
+from builder.agent.roles import Inputs
+
+ROLE = "haproxy"
+PEER_ROLES = ["etcd-patroni", "saleor-api", "saleor-dashboard"]
+CONFIG = "/etc/haproxy/haproxy.cfg"
+
+
+def context(inputs: Inputs) -> dict:
+    node = inputs.node()
+    default_bind = "0.0.0.0" if inputs.config.target == "qemu" else node["address"]
+    return {
+        "node": node,
+        "peers": inputs.peers,
+        "bind": inputs.setting("bind", default_bind),
+        "stats_user": inputs.setting("stats_user", "stats"),
+        "secrets": inputs.secrets,
+        "replica_max_lag": int(inputs.setting("replica_max_lag", 1048576)),
+        "api_host": inputs.setting("api_host", "localhost"),
+    }
+
+
+def configure(inputs: Inputs) -> dict:
+    ctx = context(inputs)
+    text = templating.render(inputs.root, ROLE, "haproxy.cfg.j2", ctx)
+    # root:haproxy 0640: the stats password is in it, and haproxy reads it after dropping
+    # privileges on reload.
+    path = templating.write(inputs.root, CONFIG, text, mode=0o640, group="haproxy")
+    inputs.services.run("haproxy", "-c", "-q", "-f", str(path))
+    inputs.services.restart("haproxy")
+    report = {"files": [CONFIG], "bind": ctx["bind"],
+              "backends": {r: len(inputs.peers.get(r, [])) for r in PEER_ROLES}}
+    if inputs.services.dry_run:
+        return report
+    host = "127.0.0.1" if ctx["bind"] == "0.0.0.0" else ctx["bind"]
+    report["ready_seconds"] = readiness.wait(
+        "haproxy stats", readiness.http_ok(f"http://{host}:8080/haproxy_stats",
+                                           user=ctx["stats_user"],
+                                           password=inputs.secrets["haproxy_stats_password"]),
+        timeout=float(inputs.setting("ready_timeout", 60)))
+    return report

@@ -80,7 +80,63 @@ def test_results_keep_their_order_whatever_finishes_first(monkeypatch):
 
     for name in ("_hcl_parse", "_packer_fmt", "_packer_validate", "_shell_syntax"):
         monkeypatch.setattr(gate, name, slow_first)
-    monkeypatch.setattr(gate, "_cloud_init_schema", lambda path: "valid")
+    monkeypatch.setattr(gate, "_cloud_init_schema", lambda path, batch=None: "valid")
+    monkeypatch.setattr(gate, "_cloud_init_batch", lambda paths: ({}, 0.0))
     checks = gate.run([Item("a"), Item("b")], None)
     assert [(c.role, c.name) for c in checks] == [(r, n) for r in "ab" for n in PER_ROLE]
     assert [c.detail for c in checks if c.name != "user-data-schema"] == ["a"] * 4 + ["b"] * 4
+
+
+USER_DATA = {
+    "good": "#cloud-config\nruncmd: [[echo, hello]]\n",
+    "wrong-type": "#cloud-config\nruncmd: 5\n",
+    "no-header": "runcmd: [[echo, hello]]\n",
+    "not-yaml": "#cloud-config\nruncmd: [echo\n",
+}
+
+
+@pytest.fixture
+def user_data(tmp_path):
+    paths = []
+    for name, text in USER_DATA.items():
+        path = tmp_path / name
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
+def _schema_check(path, batch=None):
+    return gate._timed("r", "user-data-schema", lambda: gate._cloud_init_schema(path, batch))
+
+
+@pytest.mark.skipif(not HAVE_CLOUD_INIT, reason="needs cloud-init")
+def test_batched_schema_checks_say_what_cloud_init_says(user_data):
+    """One interpreter for all files must give each file exactly the CLI's verdict."""
+    import concurrent.futures
+    import subprocess
+
+    batched, _ = gate._cloud_init_batch(user_data)
+    assert set(batched) == {str(p) for p in user_data}
+    for path in user_data:
+        proc = subprocess.run(["cloud-init", "schema", "-c", str(path)], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert batched[str(path)] == (proc.returncode, proc.stdout + proc.stderr), path.name
+    future = concurrent.futures.Future()
+    future.set_result((batched, 0.1))
+    verdicts = [(c.ok, c.detail) for c in (_schema_check(p, future) for p in user_data)]
+    assert verdicts == [(c.ok, c.detail) for c in (_schema_check(p) for p in user_data)]
+    assert [ok for ok, _ in verdicts] == [True, False, False, False]
+
+
+@pytest.mark.skipif(not HAVE_CLOUD_INIT, reason="needs cloud-init")
+def test_schema_checks_fall_back_to_one_command_per_file(user_data, monkeypatch):
+    import concurrent.futures
+
+    monkeypatch.setattr(gate, "_interpreter", lambda exe: None)
+    batched, _ = gate._cloud_init_batch(user_data)
+    assert batched == {}
+    future = concurrent.futures.Future()
+    future.set_result((batched, 0.0))
+    checks = [_schema_check(p, future) for p in user_data]
+    assert [c.ok for c in checks] == [True, False, False, False]
+    assert "runcmd" in checks[1].detail and checks[1].detail.startswith("wrong-type: ")

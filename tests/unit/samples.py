@@ -25,6 +25,10 @@ CLUSTER_PEERS = {
 }
 
 HAPROXY_CONTEXT = {
+    # The keys of builder.agent.roles.haproxy.context(), for a node on the aws target (where
+    # it binds its private address; on qemu it binds 0.0.0.0).
+    "node": {"name": "haproxy-0", "address": "10.20.0.21", "instance_id": "i-0123456789abcdef0",
+             "listed": True},
     "bind": "10.20.0.21",
     "stats_user": "stats",
     "secrets": {"haproxy_stats_password": "sample-not-a-secret"},

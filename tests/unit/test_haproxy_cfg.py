@@ -131,3 +131,20 @@ def test_haproxy_accepts_the_config(config, tmp_path):
     proc = subprocess.run([shutil.which("haproxy"), "-c", "-f", str(path)],
                           capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_sample_context_has_the_keys_the_agent_gives():
+    """The sample stays in step with what the node agent really hands the template."""
+    from builder.agent.roles import haproxy as agent_haproxy
+
+    class Inputs:
+        config = type("C", (), {"target": "aws", "role": "haproxy", "settings": {}})()
+        peers = CLUSTER_PEERS
+        secrets = {"haproxy_stats_password": "x"}
+        setting = staticmethod(lambda key, default=None: default)
+
+        def node(self):
+            return {"name": "haproxy-0", "address": "10.20.0.21",
+                    "instance_id": "i-0123456789abcdef0", "listed": True}
+
+    assert set(agent_haproxy.context(Inputs())) == set(haproxy_context())

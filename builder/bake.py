@@ -91,6 +91,12 @@ def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: 
         key = bases.identity(item.role.base)
         if key not in base_for:
             base_for[key] = bases.ensure(state, item.role.base, prep)
+            if base_for[key].kernel is None:
+                # The bake boots the base's kernel directly and inspects its whole-disk ext4
+                # offline; a partitioned official image needs neither and gets neither yet.
+                raise UserError("an official cloud image is verified and cached, but qemu "
+                                "bakes need a base made by `builder base`",
+                                file=project.display(item.role.path), field="base.url")
     first = next(iter(base_for.values()))
     accel = accelerators.choose(state, first.kernel, first.initrd)
     prep.say(f"accelerator {accel}")

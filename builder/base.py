@@ -3,6 +3,7 @@ from an official cloud image with its checksum. Cached under state/bases/ by con
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -103,22 +104,36 @@ def _run(cmd: list[str], what: str, log: Path) -> None:
         raise OperationError(f"{what} failed (exit {proc.returncode}): " + " | ".join(tail))
 
 
-def _publish(tmp: Path, final: Path, meta: dict) -> None:
+@contextlib.contextmanager
+def _staging(state: Path, base: BaseImage):
+    """A private directory next to the cache entry; it becomes the entry only through
+    `_publish`, and is removed if anything fails or is interrupted."""
+    final = _dir(state, base)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _publish(state: Path, base: BaseImage, tmp: Path, meta: dict) -> Base:
+    final = _dir(state, base)
     (tmp / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
     if final.exists():
         shutil.rmtree(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(final)
+    found = find(state, base)
+    assert found is not None
+    return found
 
 
 def _build_local(state: Path, base: BaseImage, progress: Progress) -> Base:
     for tool in ("mmdebstrap", "mkfs.ext4", "qemu-img"):
         if not shutil.which(tool):
             raise UserError(f"{tool} is not installed (run `make setup`)", field="base")
-    final = _dir(state, base)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    try:
+    with _staging(state, base) as tmp:
         started = time.monotonic()
         rootfs = tmp / "rootfs"
         log = tmp / "build.log"
@@ -154,22 +169,14 @@ def _build_local(state: Path, base: BaseImage, progress: Progress) -> Base:
         meta = {"identity": identity(base), "suite": base.suite, "image": "base.qcow2",
                 "checksum": _sha256(tmp / "base.qcow2"), "kernel": "vmlinuz",
                 "initrd": "initrd.img", "seconds": round(time.monotonic() - started, 1)}
-        _publish(tmp, final, meta)
+        found = _publish(state, base, tmp, meta)
         progress.say(f"base {identity(base)} built in {meta['seconds']} s")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    found = find(state, base)
-    assert found is not None
-    return found
+        return found
 
 
 def _fetch_official(state: Path, base: BaseImage, progress: Progress) -> Base:
     """An official cloud image (a URL or a local file) checked against its sha256."""
-    final = _dir(state, base)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
-    try:
+    with _staging(state, base) as tmp:
         target = tmp / "base.qcow2"
         progress.stage("download", base.url or "")
         if base.url.startswith(("http://", "https://")):
@@ -190,11 +197,5 @@ def _fetch_official(state: Path, base: BaseImage, progress: Progress) -> Base:
         if actual != base.checksum:
             raise UserError(f"checksum mismatch: expected {base.checksum}, got {actual}",
                             field="base.checksum")
-        _publish(tmp, final, {"identity": identity(base), "image": "base.qcow2",
-                              "checksum": actual, "kernel": None, "initrd": None})
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    found = find(state, base)
-    assert found is not None
-    return found
+        return _publish(state, base, tmp, {"identity": identity(base), "image": "base.qcow2",
+                                           "checksum": actual, "kernel": None, "initrd": None})

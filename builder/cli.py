@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from builder import __version__
+from builder.clioutput import emit
 from builder.errors import OperationError, UserError
 
 
@@ -29,13 +29,6 @@ def _selectors(func):
     return wrapper
 
 
-def _emit(data, as_json: bool, human) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-    else:
-        human(data)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="builder")
 def cli() -> None:
@@ -49,7 +42,7 @@ def list_roles(images, as_json) -> None:
     """Roles, their versions and the targets they render for."""
     from builder import commands
 
-    _emit(commands.list_roles(images), as_json, commands.print_roles)
+    emit(commands.list_roles(images), as_json, commands.print_roles)
 
 
 @cli.command()
@@ -62,7 +55,7 @@ def render(roles, all_roles, target, env_name, images, out, as_json) -> None:
     from builder import commands
 
     result = commands.render(roles, all_roles, target, env_name, images, out)
-    _emit(result, as_json, commands.print_rendered)
+    emit(result, as_json, commands.print_rendered)
 
 
 @cli.command()
@@ -73,7 +66,7 @@ def validate(roles, all_roles, target, env_name, images, as_json) -> None:
     from builder import commands
 
     report = commands.validate(roles, all_roles, target, env_name, images)
-    _emit(report, as_json, commands.print_validation)
+    emit(report, as_json, commands.print_validation)
     if not report["ok"]:
         sys.exit(1)
 
@@ -87,7 +80,7 @@ def base(suite, force, as_json) -> None:
     """Make (or reuse) the local Debian base qcow2 with mmdebstrap."""
     from builder import commands
 
-    _emit(commands.base(suite, force), as_json, lambda d: click.echo(d["image"]))
+    emit(commands.base(suite, force), as_json, lambda d: click.echo(d["image"]))
 
 
 @cli.command()
@@ -101,7 +94,7 @@ def bake(roles, all_roles, target, env_name, images, force, parallel, as_json) -
     from builder import commands
 
     report = commands.bake(roles, all_roles, target, env_name, images, force, parallel)
-    _emit(report, as_json, commands.print_bakes)
+    emit(report, as_json, commands.print_bakes)
     if not report["ok"]:
         sys.exit(1)
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import click
+
+from builder.clioutput import emit
 
 
 def _common(func):
@@ -19,13 +20,6 @@ def _common(func):
     def wrapper(*args, **kwargs):
         return func(*args, **kwargs)
     return wrapper
-
-
-def _emit(data, as_json: bool, human) -> None:
-    if as_json:
-        click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-    else:
-        human(data)
 
 
 def _ctx(env_name, images):
@@ -46,7 +40,7 @@ def release_list(role, env_name, images, as_json) -> None:
     """Registered AWS images (of ROLE), with their channels."""
     from builder.release import channels, views
 
-    _emit(channels.listing(_ctx(env_name, images), role), as_json, views.image_list)
+    emit(channels.listing(_ctx(env_name, images), role), as_json, views.image_list)
 
 
 @release.command("show")
@@ -59,7 +53,7 @@ def release_show(role, version, env_name, images, as_json) -> None:
     VERSION is a version (the newest bake of it), an AMI id or a registry #ID."""
     from builder.release import channels, views
 
-    _emit(channels.show(_ctx(env_name, images), role, version), as_json, views.image_show)
+    emit(channels.show(_ctx(env_name, images), role, version), as_json, views.image_show)
 
 
 @release.command("promote")
@@ -71,7 +65,7 @@ def release_promote(role, version, channel, env_name, images, as_json) -> None:
     """Put a tested, unrevoked image on a channel (registry and SSM parameter)."""
     from builder.release import channels, views
 
-    _emit(channels.promote(_ctx(env_name, images), role, version, channel), as_json,
+    emit(channels.promote(_ctx(env_name, images), role, version, channel), as_json,
           views.channel_change)
 
 
@@ -83,7 +77,7 @@ def release_rollback(role, channel, env_name, images, as_json) -> None:
     """Point a channel back at the image it had before (skipping revoked ones)."""
     from builder.release import channels, views
 
-    _emit(channels.rollback(_ctx(env_name, images), role, channel), as_json,
+    emit(channels.rollback(_ctx(env_name, images), role, channel), as_json,
           views.channel_change)
 
 
@@ -96,7 +90,7 @@ def release_revoke(role, version, reason, env_name, images, as_json) -> None:
     """Revoke an image and flag its descendants: neither can be promoted or rolled out."""
     from builder.release import channels, views
 
-    _emit(channels.revoke(_ctx(env_name, images), role, version, reason), as_json,
+    emit(channels.revoke(_ctx(env_name, images), role, version, reason), as_json,
           views.revoked)
 
 
@@ -160,7 +154,7 @@ def rollout(role, asg_name, channel, strategy, wait, min_healthy, warmup, checkp
         if not channel:
             raise UserError("required to roll out (which channel's image?)", field="--channel")
         result = rollouts.rollout(ctx, role, channel, asg_name, opts, progress)
-    _emit(result, as_json, views.rollout)
+    emit(result, as_json, views.rollout)
 
 
 @click.command()
@@ -181,4 +175,4 @@ def prune(role, keep, min_age, yes, env_name, images, as_json) -> None:
     report = pruning.plan(ctx, role, keep, min_age)
     if yes:
         report = pruning.apply(ctx, report, Progress(f"{role}: "))
-    _emit(report, as_json, views.prune)
+    emit(report, as_json, views.prune)

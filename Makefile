@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
 APT_PACKAGES := packer qemu-system-x86 qemu-utils mmdebstrap xorriso cloud-init \
-                openssh-client e2fsprogs apt-cacher-ng python3-venv etcd-server \
+                openssh-client e2fsprogs python3-venv etcd-server \
                 haproxy
 export PACKER_CHECKPOINT_DISABLE := 1
 
@@ -19,8 +19,8 @@ apt:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 	    --no-install-recommends $$missing; \
 	fi
-	@# apt-cacher-ng (make bench), etcd and haproxy (unit tests) run only when a test starts them.
-	@systemctl disable --now apt-cacher-ng etcd haproxy >/dev/null 2>&1 || true
+	@# etcd and haproxy (unit tests) run only when a test starts them.
+	@systemctl disable --now etcd haproxy >/dev/null 2>&1 || true
 
 venv: $(VENV)/.installed
 

@@ -20,7 +20,7 @@ from types import ModuleType
 
 # Parts run in this order when none are named; parts added later sort after these.
 PREFERRED_ORDER = ("render", "bake", "failover")
-_NOT_PARTS = frozenset({"common"})
+_NOT_PARTS = frozenset({"common", "aptproxy"})
 
 
 def part_names() -> list[str]:

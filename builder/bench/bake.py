@@ -1,13 +1,12 @@
-"""Bake timings per data-tier role through the real CLI: cold (empty apt cache), warm (an
-apt-cacher-ng on the host, started here, already holding the packages), and the skip of an
-unchanged image (goal: <= 2 s); plus the qcow2 size."""
+"""Bake timings per data-tier role through the real CLI: cold (empty apt cache), warm (a
+caching apt proxy on the host, started here, already holding the packages), and the skip of
+an unchanged image (goal: <= 2 s); plus the qcow2 size."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,10 +14,11 @@ from pathlib import Path
 
 import click
 
+from builder.bench.aptproxy import AptProxy
 from builder.bench.common import Options, builder_command, table
 from builder.errors import OperationError
 
-DESCRIPTION = "cold / warm (apt-cacher-ng) / skip bake seconds and qcow2 size per role"
+DESCRIPTION = "cold / warm (apt cache proxy) / skip bake seconds and qcow2 size per role"
 ROLES = ("haproxy", "redis", "etcd-patroni")
 SKIP_GOAL_SECONDS = 2.0
 PROJECT_PARTS = ("images", "templates", "cloud-init", "environments", "tests/images")
@@ -27,53 +27,10 @@ HOST_FROM_GUEST = "10.0.2.2"
 
 
 def available() -> str | None:
-    for tool in ("packer", "qemu-system-x86_64", "mmdebstrap", "apt-cacher-ng"):
-        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+    for tool in ("packer", "qemu-system-x86_64", "mmdebstrap"):
+        if not shutil.which(tool):
             return f"{tool} is not installed (make setup)"
     return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class AptCache:
-    """A private apt-cacher-ng on 127.0.0.1, stopped whatever happens."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.port = _free_port()
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> AptCache:
-        for sub in ("cache", "log"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
-        exe = shutil.which("apt-cacher-ng") or "/usr/sbin/apt-cacher-ng"
-        self.proc = subprocess.Popen(
-            [exe, "-c", "/etc/apt-cacher-ng", "ForeGround=1", f"Port={self.port}",
-             "BindAddress=127.0.0.1", f"CacheDir={self.root / 'cache'}",
-             f"LogDir={self.root / 'log'}", f"PidFile={self.root / 'pid'}",
-             f"SocketPath={self.root / 'socket'}"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return self
-            time.sleep(0.2)
-        self.__exit__()
-        raise OperationError("apt-cacher-ng did not start")
-
-    def __exit__(self, *exc) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 def _bake(root: Path, env: dict, role: str, *flags: str) -> tuple[float, dict]:
@@ -101,7 +58,7 @@ def run(options: Options) -> dict:
         shared_bases.mkdir(parents=True, exist_ok=True)
         (state / "bases").symlink_to(shared_bases, target_is_directory=True)
         env = dict(os.environ, BUILDER_STATE=str(state))
-        with AptCache(Path(tmp) / "apt-cache") as cache:
+        with AptProxy(Path(tmp) / "apt-cache") as cache:
             (root / "bench.yaml").write_text(
                 "name: bench\n"
                 f"mirrors:\n  apt_proxy: http://{HOST_FROM_GUEST}:{cache.port}\n")
@@ -109,12 +66,15 @@ def run(options: Options) -> dict:
                 click.echo(f"bake {role}: cold (empty apt cache) ...")
                 cold, first = _bake(root, env, role, "--force")
                 click.echo(f"bake {role}: warm (apt cache filled) ...")
+                misses = cache.server.misses
                 warm, second = _bake(root, env, role, "--force")
+                warm_misses = cache.server.misses - misses
                 skip, third = _bake(root, env, role)
                 if third["status"] != "up-to-date":
                     raise OperationError(f"{role}: unchanged bake was not skipped")
                 size = Path(second["artifact"], f"{role}.qcow2").stat().st_size
                 results[role] = {
+                    "warm_apt_cache_misses": warm_misses,
                     "cold_seconds": round(cold, 1), "warm_seconds": round(warm, 1),
                     "skip_seconds": round(skip, 2), "qcow2_bytes": size,
                     "stages_cold": first.get("timings", {}),

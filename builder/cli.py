@@ -9,8 +9,7 @@ from pathlib import Path
 import click
 
 from builder import __version__
-from builder.clioutput import emit
-from builder.errors import OperationError, UserError
+from builder.clioutput import emit, run
 
 
 def _selectors(func):
@@ -126,22 +125,4 @@ cli.add_command(prune)
 
 
 def main() -> None:
-    try:
-        cli.main(standalone_mode=False)
-    except UserError as exc:
-        click.echo(f"builder: error: {exc.render()}", err=True)
-        sys.exit(2)
-    except OperationError as exc:
-        click.echo(f"builder: failed: {exc}", err=True)
-        sys.exit(1)
-    except click.exceptions.Abort:
-        click.echo("builder: interrupted", err=True)
-        sys.exit(130)
-    except click.UsageError as exc:
-        field = f" ({exc.param.opts[0] if exc.param and exc.param.opts else ''})" \
-            if getattr(exc, "param", None) else ""
-        click.echo(f"builder: error: {exc.format_message()}{field}", err=True)
-        sys.exit(2)
-    except click.ClickException as exc:
-        click.echo(f"builder: error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+    run(cli, "builder")

@@ -9,6 +9,7 @@ import click
 
 from builder import bench
 from builder.bench.common import Options, write_result
+from builder.clioutput import run
 from builder.errors import OperationError, UserError
 from builder.project import find_project
 
@@ -61,20 +62,7 @@ def main(parts, repeat, warmup, results, list_only, check) -> None:
 
 
 def entry() -> None:
-    try:
-        main.main(standalone_mode=False)
-    except UserError as exc:
-        click.echo(f"builder bench: error: {exc.render()}", err=True)
-        sys.exit(2)
-    except OperationError as exc:
-        click.echo(f"builder bench: failed: {exc}", err=True)
-        sys.exit(1)
-    except click.exceptions.Abort:
-        click.echo("builder bench: interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as exc:
-        click.echo(f"builder bench: error: {exc.format_message()}", err=True)
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    run(main, "builder bench")
 
 
 if __name__ == "__main__":

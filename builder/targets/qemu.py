@@ -67,6 +67,8 @@ def bake(item: Rendered, base: Base, accel: str, state: Path, project: Project, 
         out = work / "packer-out"
         for name in ("junit.xml", "packer.log"):
             shutil.move(work / name, out / name)
+        # The artifact describes itself: boot-time tests read the spec it was baked from.
+        shutil.copyfile(item.directory / "spec.json", out / "spec.json")
         console = work / "console.log"
         if console.exists():
             shutil.move(console, out / "console.log")

@@ -3,6 +3,7 @@ test session, so tests never touch a developer's packer/ or output/."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -67,6 +68,21 @@ def qemu_processes(marker: str) -> list[str]:
 def shared_bases(tmp_path_factory) -> Path:
     """One local base per test session, shared by every state directory."""
     return tmp_path_factory.mktemp("bases")
+
+
+DATA_TIER = ("haproxy", "etcd-patroni", "redis")
+
+
+@pytest.fixture(scope="session")
+def baked(tmp_path_factory, shared_bases):
+    """haproxy, etcd-patroni and redis baked for real, two at a time, once per session."""
+    root = copy_project(tmp_path_factory.mktemp("data-tier-project"))
+    state = tmp_path_factory.mktemp("data-tier-state")
+    (state / "bases").symlink_to(shared_bases, target_is_directory=True)
+    builder = Builder(root, state)
+    proc = builder.run("bake", *DATA_TIER, "--target", "qemu", "--parallel", "2", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    return builder, json.loads(proc.stdout)
 
 
 @pytest.fixture

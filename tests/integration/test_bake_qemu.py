@@ -10,24 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Builder, copy_project, qemu_processes
+from conftest import DATA_TIER, qemu_processes
 
 from builder import inspect
 
 pytestmark = pytest.mark.vm
-DATA_TIER = ("haproxy", "etcd-patroni", "redis")
-
-
-@pytest.fixture(scope="module")
-def baked(tmp_path_factory, shared_bases):
-    """haproxy, etcd-patroni and redis baked for real, two at a time."""
-    root = copy_project(tmp_path_factory.mktemp("data-tier-project"))
-    state = tmp_path_factory.mktemp("data-tier-state")
-    (state / "bases").symlink_to(shared_bases, target_is_directory=True)
-    builder = Builder(root, state)
-    proc = builder.run("bake", *DATA_TIER, "--target", "qemu", "--parallel", "2", "--json")
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    return builder, json.loads(proc.stdout)
 
 
 def artifacts(state: Path) -> list[Path]:

@@ -1,0 +1,1 @@
+"""Local VMs booted from baked images: NoCloud seeds, QEMU processes, their lifecycle."""

@@ -1,0 +1,53 @@
+"""Instances configure themselves at boot: a baked image booted with nothing but a NoCloud
+seed (meta-data, user-data with its peers and secrets) comes up serving, and its post-boot
+testinfra suite passes."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+import pytest
+
+from builder import imagetest, sshkey
+from builder import spec as specs
+from builder.cluster import seed
+from builder.cluster.vm import VM, wait_for_file
+from builder.project import find_project
+
+pytestmark = pytest.mark.vm
+# QEMU user networking gives the (only) guest this address.
+GUEST_ADDRESS = "10.0.2.15"
+
+
+def _artifact(builder, role: str) -> Path:
+    proc = builder.run("bake", role, "--json")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (bake,) = json.loads(proc.stdout)["bakes"]
+    assert bake["status"] == "up-to-date"
+    return Path(bake["artifact"])
+
+
+def test_redis_instance_configures_itself_from_its_seed(baked, tmp_path):
+    builder, _ = baked
+    artifact = _artifact(builder, "redis")
+    project = find_project(start=builder.root)
+    role = specs.load_roles(project)["redis"]
+    env = specs.load_environment("local", project, specs.load_roles(project))
+    operator = sshkey.generate(tmp_path / "operator", "builder-test-operator")
+    user_data = seed.user_data(
+        role, env, project,
+        peers={"redis": [{"name": "redis-0", "address": GUEST_ADDRESS}]},
+        secrets={"redis_password": secrets.token_urlsafe(24)}, ssh_keys=[operator])
+    iso = seed.write_iso(tmp_path / "seed", {
+        "user-data": user_data,
+        "meta-data": seed.meta_data("i-redis-boot-test", "redis-0", GUEST_ADDRESS)})
+    with VM("redis-0", artifact, tmp_path / "vm", iso) as vm:
+        vm.wait_ssh()
+        wait_for_file(vm, tmp_path / "operator", "debian", "/run/builder/agent.json")
+        rc = imagetest.run(artifact / "spec.json", "boot", f"debian@127.0.0.1:{vm.ssh_port}",
+                           tmp_path / "operator", None, tmp_path / "junit.xml", builder.root)
+        console = vm.console.read_text(errors="replace")[-3000:]
+    assert rc == 0, console
+    assert vm.proc.poll() is not None  # stopped, whatever happened

@@ -29,21 +29,32 @@ def _artifact(builder, role: str) -> Path:
     return Path(bake["artifact"])
 
 
-def test_redis_instance_configures_itself_from_its_seed(baked, tmp_path):
+SAMPLE_DB = [{"name": f"etcd-patroni-{i}", "address": f"10.20.0.1{i}"} for i in (1, 2, 3)]
+# What each role is booted with: its peers as discovery would hand them over.
+BOOTS = {
+    "redis": {"redis": [{"name": "redis-0", "address": GUEST_ADDRESS}]},
+    "haproxy": {"haproxy": [{"name": "haproxy-0", "address": GUEST_ADDRESS}],
+                "etcd-patroni": SAMPLE_DB, "saleor-api": [], "saleor-dashboard": []},
+}
+
+
+@pytest.mark.parametrize("role_name", sorted(BOOTS))
+def test_instance_configures_itself_from_its_seed(baked, tmp_path, role_name):
     builder, _ = baked
-    artifact = _artifact(builder, "redis")
+    artifact = _artifact(builder, role_name)
     project = find_project(start=builder.root)
-    role = specs.load_roles(project)["redis"]
-    env = specs.load_environment("local", project, specs.load_roles(project))
+    roles = specs.load_roles(project)
+    role = roles[role_name]
+    env = specs.load_environment("local", project, roles)
     operator = sshkey.generate(tmp_path / "operator", "builder-test-operator")
     user_data = seed.user_data(
-        role, env, project,
-        peers={"redis": [{"name": "redis-0", "address": GUEST_ADDRESS}]},
-        secrets={"redis_password": secrets.token_urlsafe(24)}, ssh_keys=[operator])
+        role, env, project, peers=BOOTS[role_name],
+        secrets={name: secrets.token_urlsafe(24) for name in role.secrets}, ssh_keys=[operator])
     iso = seed.write_iso(tmp_path / "seed", {
         "user-data": user_data,
-        "meta-data": seed.meta_data("i-redis-boot-test", "redis-0", GUEST_ADDRESS)})
-    with VM("redis-0", artifact, tmp_path / "vm", iso) as vm:
+        "meta-data": seed.meta_data(f"i-{role_name}-boot-test", f"{role_name}-0",
+                                    GUEST_ADDRESS)})
+    with VM(f"{role_name}-0", artifact, tmp_path / "vm", iso) as vm:
         vm.wait_ssh()
         wait_for_file(vm, tmp_path / "operator", "debian", "/run/builder/agent.json")
         rc = imagetest.run(artifact / "spec.json", "boot", f"debian@127.0.0.1:{vm.ssh_port}",

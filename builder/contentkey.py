@@ -10,16 +10,20 @@ from pathlib import Path
 SCHEMA = 1
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of one file, with its mode (it ends up in the image)."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return f"{digest}:{oct(path.stat().st_mode & 0o111 and 0o755 or 0o644)}"
+
+
 def file_digests(root: Path, exclude: frozenset[str] = frozenset()) -> dict[str, str]:
-    """sha256 of every file below root, by POSIX relative path (modes included: they
-    end up in the image)."""
+    """file_digest() of every file below root, by POSIX relative path."""
     out = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
         if rel in exclude or "__pycache__" in path.parts:
             continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        out[rel] = f"{digest}:{oct(path.stat().st_mode & 0o111 and 0o755 or 0o644)}"
+        out[rel] = file_digest(path)
     return out
 
 

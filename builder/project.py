@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
+# What a project consists of; copy_tree() copies these and nothing else.
+PROJECT_PARTS = ("images", "templates", "cloud-init", "environments", "tests/images")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,3 +54,14 @@ def find_project(images: Path | None = None, start: Path | None = None) -> Proje
     if root is None:
         root = PACKAGE_DIR.parent
     return Project(root=root, images=(images.resolve() if images else root / "images"))
+
+
+def copy_tree(dest: Path, source: Path) -> Path:
+    """A throwaway copy of the project at source in dest (for tests and benchmarks): the parts
+    source has, without Python caches."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for part in PROJECT_PARTS:
+        if (source / part).exists():
+            shutil.copytree(source / part, dest / part,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
+    return dest

@@ -177,7 +177,7 @@ def tests_digest(role: RoleSpec, project: Project) -> dict[str, str]:
     for rel in ("tests/images/conftest.py", "tests/images/common"):
         path = project.root / rel
         if path.is_file():
-            digests[rel] = contentkey.file_digests(path.parent)[path.name]
+            digests[rel] = contentkey.file_digest(path)
         elif path.is_dir():
             digests.update({f"{rel}/{k}": v for k, v in contentkey.file_digests(path).items()})
     if role.tests:

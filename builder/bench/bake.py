@@ -17,11 +17,11 @@ import click
 from builder.bench.aptproxy import AptProxy
 from builder.bench.common import Options, builder_command, table
 from builder.errors import OperationError
+from builder.project import copy_tree
 
 DESCRIPTION = "cold / warm (apt cache proxy) / skip bake seconds and qcow2 size per role"
 ROLES = ("haproxy", "redis", "etcd-patroni")
 SKIP_GOAL_SECONDS = 2.0
-PROJECT_PARTS = ("images", "templates", "cloud-init", "environments", "tests/images")
 # QEMU user networking maps this guest-side address to the host's loopback.
 HOST_FROM_GUEST = "10.0.2.2"
 
@@ -48,9 +48,7 @@ def run(options: Options) -> dict:
     rows, results = [], {}
     with tempfile.TemporaryDirectory(prefix="builder-bench-bake-") as tmp:
         root = Path(tmp) / "project"
-        for part in PROJECT_PARTS:
-            if (project.root / part).exists():
-                shutil.copytree(project.root / part, root / part)
+        copy_tree(root, project.root)
         state = Path(tmp) / "state"
         state.mkdir()
         # The base is built (or reused) once; its own time is `builder base`'s business.

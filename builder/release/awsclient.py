@@ -77,5 +77,18 @@ def calling(what: str):
         raise OperationError(f"{what}: {exc}") from None
 
 
+def read_parameter(aws: Aws, region: str, name: str) -> str | None:
+    """An SSM parameter's value; None when it does not exist."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return aws.ssm(region).get_parameter(Name=name)["Parameter"]["Value"]
+    except ClientError as exc:
+        if error_code(exc) == "ParameterNotFound":
+            return None
+        with calling(f"reading SSM parameter {name} in {region}"):
+            raise
+
+
 def tags_of(resource: dict) -> dict[str, str]:
     return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}

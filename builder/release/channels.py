@@ -9,21 +9,9 @@ import time
 from builder.errors import OperationError, UserError
 from builder.registry import Artifact
 from builder.release import images
-from builder.release.awsclient import calling, error_code
+from builder.release.awsclient import calling, read_parameter
 from builder.release.context import TARGET, Context
 from builder.release.images import Image
-
-
-def _read_parameter(ctx: Context, region: str, name: str) -> str | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        return ctx.aws.ssm(region).get_parameter(Name=name)["Parameter"]["Value"]
-    except ClientError as exc:
-        if error_code(exc) == "ParameterNotFound":
-            return None
-        with calling(f"reading SSM parameter {name} in {region}"):
-            raise
 
 
 def _write_parameters(ctx: Context, role: str, channel: str, art: Artifact) -> None:
@@ -33,7 +21,7 @@ def _write_parameters(ctx: Context, role: str, channel: str, art: Artifact) -> N
     done: list[tuple[str, str | None]] = []
     try:
         for region, image in images.regions_of(art).items():
-            previous = _read_parameter(ctx, region, name)
+            previous = read_parameter(ctx.aws, region, name)
             with calling(f"writing SSM parameter {name} in {region}"):
                 ctx.aws.ssm(region).put_parameter(
                     Name=name, Value=image, Type="String", DataType="aws:ec2:image",
@@ -86,7 +74,7 @@ def promote(ctx: Context, role: str, ref: str, channel: str) -> dict:
     result = {"role": role, "channel": channel, "parameter": ctx.parameter(role, channel),
               "image": _summary(art)}
     if current == art.id and all(
-            _read_parameter(ctx, region, ctx.parameter(role, channel)) == image
+            read_parameter(ctx.aws, region, ctx.parameter(role, channel)) == image
             for region, image in images.regions_of(art).items()):
         return {**result, "changed": False, "previous": _summary(art)}
     _write_parameters(ctx, role, channel, art)
@@ -171,7 +159,7 @@ def channel_image(ctx: Context, role: str, channel: str) -> Image:
     ctx.check_role(role)
     ctx.check_channel(channel)
     name = ctx.parameter(role, channel)
-    image_id = _read_parameter(ctx, ctx.region, name)
+    image_id = read_parameter(ctx.aws, ctx.region, name)
     if image_id is None:
         raise UserError(f"{role} has no image on channel {channel!r} in {ctx.region} "
                         f"(SSM parameter {name} not found)", field="--channel")

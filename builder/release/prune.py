@@ -12,7 +12,7 @@ import datetime as dt
 from builder.errors import OperationError
 from builder.progress import Progress
 from builder.release import images
-from builder.release.awsclient import calling, error_code
+from builder.release.awsclient import calling, read_parameter
 from builder.release.context import TARGET, Context
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
@@ -22,18 +22,6 @@ def _pages(client, operation: str, key: str, **kwargs):
     with calling(f"{operation} in {client.meta.region_name}"):
         for page in client.get_paginator(operation).paginate(**kwargs):
             yield from page.get(key, [])
-
-
-def _ssm_image(ctx: Context, region: str, name: str) -> str | None:
-    from botocore.exceptions import ClientError
-
-    try:
-        return ctx.aws.ssm(region).get_parameter(Name=name)["Parameter"]["Value"]
-    except ClientError as exc:
-        if error_code(exc) == "ParameterNotFound":
-            return None
-        with calling(f"reading SSM parameter {name}"):
-            raise
 
 
 def references(ctx: Context, region: str, role: str) -> dict[str, list[str]]:
@@ -51,7 +39,7 @@ def references(ctx: Context, region: str, role: str) -> dict[str, list[str]]:
             image = v.get("LaunchTemplateData", {}).get("ImageId")
             why = f"launch template {lt['LaunchTemplateName']} version {v['VersionNumber']}"
             if image and image.startswith("resolve:ssm:"):
-                image = _ssm_image(ctx, region, image.removeprefix("resolve:ssm:"))
+                image = read_parameter(ctx.aws, region, image.removeprefix("resolve:ssm:"))
                 why += " (through SSM)"
             add(image, why)
     configs = {c["LaunchConfigurationName"]: c.get("ImageId") for c in
@@ -70,7 +58,7 @@ def references(ctx: Context, region: str, role: str) -> dict[str, list[str]]:
                                      f"({inst.get('State', {}).get('Name', '?')})")
     for channel in ctx.channel_names:
         name = ctx.parameter(role, channel)
-        add(_ssm_image(ctx, region, name), f"channel {channel} ({name})")
+        add(read_parameter(ctx.aws, region, name), f"channel {channel} ({name})")
     for entry in ctx.registry.channels(role, TARGET):
         art = ctx.registry.get(entry["artifact_id"])
         if art is not None:

@@ -6,11 +6,13 @@ boot), never against the machine running pytest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +42,22 @@ def render_in_image(host, template: str, context: dict, dest: str) -> None:
     )
     cmd = host.run("python3 -c %s %s %s %s", script, template, json.dumps(context), dest)
     assert cmd.rc == 0, cmd.stderr
+
+
+@contextlib.contextmanager
+def rendered_in_image(host, template: str, context: dict, dest: str):
+    """render_in_image() to dest for the block; dest is removed again afterwards (the image
+    keeps no trace of its tests)."""
+    render_in_image(host, template, context, dest)
+    try:
+        yield dest
+    finally:
+        host.run("rm -f %s", dest)
+
+
+def secret(host, name: str) -> str:
+    """A secret the node agent wrote to the booted instance."""
+    return yaml.safe_load(host.file("/etc/builder/secrets.yaml").content_string)[name]
 
 
 SAMPLE_NODE = {"name": "node-1", "address": "10.20.0.11", "instance_id": "i-sample"}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,16 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from builder.project import copy_tree
+
 REPO = Path(__file__).resolve().parents[2]
-PROJECT_PARTS = ("images", "templates", "cloud-init", "environments", "tests/images")
-
-
-def copy_project(dest: Path) -> Path:
-    for part in PROJECT_PARTS:
-        src = REPO / part
-        if src.exists():
-            shutil.copytree(src, dest / part, ignore=shutil.ignore_patterns("__pycache__"))
-    return dest
 
 
 class Builder:
@@ -76,7 +68,7 @@ DATA_TIER = ("haproxy", "etcd-patroni", "redis")
 @pytest.fixture(scope="session")
 def baked(tmp_path_factory, shared_bases):
     """haproxy, etcd-patroni and redis baked for real, two at a time, once per session."""
-    root = copy_project(tmp_path_factory.mktemp("data-tier-project"))
+    root = copy_tree(tmp_path_factory.mktemp("data-tier-project"), REPO)
     state = tmp_path_factory.mktemp("data-tier-state")
     (state / "bases").symlink_to(shared_bases, target_is_directory=True)
     builder = Builder(root, state)
@@ -88,7 +80,7 @@ def baked(tmp_path_factory, shared_bases):
 @pytest.fixture
 def make_builder(tmp_path_factory, shared_bases):
     def make(name: str) -> Builder:
-        root = copy_project(tmp_path_factory.mktemp(f"{name}-project"))
+        root = copy_tree(tmp_path_factory.mktemp(f"{name}-project"), REPO)
         state = tmp_path_factory.mktemp(f"{name}-state")
         (state / "bases").symlink_to(shared_bases, target_is_directory=True)
         return Builder(root, state)

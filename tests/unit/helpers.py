@@ -5,23 +5,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+from builder.project import copy_tree
+
 REPO = Path(__file__).resolve().parents[2]
-# What a project consists of; the copies hold nothing else.
-PROJECT_PARTS = ("images", "templates", "cloud-init", "tests/images")
 ROLES = ("etcd-patroni", "haproxy", "redis", "saleor-api", "saleor-dashboard", "storefront")
 
 
 def copy_project(dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    for part in PROJECT_PARTS:
-        shutil.copytree(REPO / part, dest / part,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache"))
-    return dest
+    return copy_tree(dest, REPO)
 
 
 def run_builder(args: list[str], cwd: Path, state: Path | None = None,

@@ -110,7 +110,7 @@ def test_boot_time_settings_do_not_change_the_key(before, project, tmp_path):
     the same image."""
     with (project / "cloud-init" / "node.yaml.j2").open("a") as fh:
         fh.write("# a comment in the boot-time user-data\n")
-    (project / "environments").mkdir()
+    (project / "environments").mkdir(exist_ok=True)
     (project / "environments" / "other.yaml").write_text(
         "name: other\ncluster_name: shop\nnetwork: {cidr: 10.99.0.0/24}\n"
         "nodes: {etcd-patroni: 5}\n")
@@ -119,7 +119,7 @@ def test_boot_time_settings_do_not_change_the_key(before, project, tmp_path):
 
 def test_bake_settings_of_the_environment_change_the_key(before, project, tmp_path):
     # A package mirror changes what provisioning does, so it is part of the image.
-    (project / "environments").mkdir()
+    (project / "environments").mkdir(exist_ok=True)
     (project / "environments" / "mirrored.yaml").write_text(
         "name: mirrored\nmirrors: {apt: 'http://deb.example.test/debian'}\n")
     assert changed(before["qemu"], keys(project, tmp_path / "a", env="mirrored")) == set(ROLES)

@@ -194,7 +194,7 @@ def test_aws_ami_regions_come_from_the_environment(tmp_path):
     from .helpers import copy_project
 
     copy_project(root)
-    (root / "environments").mkdir()
+    (root / "environments").mkdir(exist_ok=True)
     (root / "environments" / "multi.yaml").write_text(
         "name: multi\naws:\n  region: eu-west-1\n  ami_regions: [eu-central-1, us-east-1]\n")
     [doc] = render_and_parse("aws", tmp_path / "out", root, env="multi",

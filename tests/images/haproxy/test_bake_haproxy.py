@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import SAMPLE_NODE, SAMPLE_PEERS, render_in_image
+from conftest import SAMPLE_NODE, SAMPLE_PEERS, rendered_in_image
 
 
 def test_haproxy_version(host):
@@ -18,10 +18,9 @@ def test_rendered_config_is_accepted_by_this_haproxy(host):
     context = {"node": SAMPLE_NODE, "peers": SAMPLE_PEERS, "bind": "0.0.0.0",
                "stats_user": "stats", "secrets": {"haproxy_stats_password": "sample"},
                "replica_max_lag": 1048576, "api_host": "api.example.test"}
-    render_in_image(host, "/usr/share/builder/templates/haproxy/haproxy.cfg.j2", context,
-                    "/tmp/haproxy-test.cfg")
-    check = host.run("/usr/sbin/haproxy -c -f /tmp/haproxy-test.cfg")
-    host.run("rm -f /tmp/haproxy-test.cfg")
+    with rendered_in_image(host, "/usr/share/builder/templates/haproxy/haproxy.cfg.j2", context,
+                           "/tmp/haproxy-test.cfg") as path:
+        check = host.run("/usr/sbin/haproxy -c -f %s", path)
     assert check.rc == 0, check.stdout + check.stderr
 
 

@@ -3,14 +3,9 @@ no Patroni primary reachable, no PostgreSQL backend is marked up (no write can b
 
 from __future__ import annotations
 
-import yaml
+from conftest import secret
 
 PORTS = (80, 5432, 5433, 8080, 9000)
-
-
-def _stats_password(host) -> str:
-    return yaml.safe_load(host.file("/etc/builder/secrets.yaml").content_string)[
-        "haproxy_stats_password"]
 
 
 def test_haproxy_running_with_the_rendered_config(host):
@@ -30,13 +25,14 @@ def test_stats_need_the_password(host):
     url = "http://127.0.0.1:8080/haproxy_stats"
     anonymous = host.run("python3 -c %s %s", _STATUS, url)
     assert anonymous.stdout.strip() == "401"
-    authed = host.run("python3 -c %s %s stats %s", _STATUS, url, _stats_password(host))
+    authed = host.run("python3 -c %s %s stats %s", _STATUS, url,
+                      secret(host, "haproxy_stats_password"))
     assert authed.stdout.strip() == "200"
 
 
 def test_no_postgres_backend_is_up_without_a_primary(host):
     csv = host.run("python3 -c %s %s stats %s", _BODY, "http://127.0.0.1:8080/haproxy_stats;csv",
-                   _stats_password(host)).stdout
+                   secret(host, "haproxy_stats_password")).stdout
     rows = [line.split(",") for line in csv.splitlines() if line.startswith("postgres,")]
     servers = [r for r in rows if r[1] not in ("FRONTEND", "BACKEND")]
     assert len(servers) == 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import SAMPLE_NODE, render_in_image
+from conftest import SAMPLE_NODE, rendered_in_image
 
 
 def test_redis_installed(host):
@@ -12,10 +12,9 @@ def test_redis_installed(host):
 def test_rendered_config_binds_private_address_with_password(host):
     context = {"node": SAMPLE_NODE, "secrets": {"redis_password": "sample"},
                "maxmemory": "256mb"}
-    render_in_image(host, "/usr/share/builder/templates/redis/redis.conf.j2", context,
-                    "/tmp/redis-test.conf")
-    text = host.check_output("cat /tmp/redis-test.conf")
-    host.run("rm -f /tmp/redis-test.conf")
+    with rendered_in_image(host, "/usr/share/builder/templates/redis/redis.conf.j2", context,
+                           "/tmp/redis-test.conf") as path:
+        text = host.check_output("cat %s", path)
     assert "bind 10.20.0.11 127.0.0.1" in text
     assert "requirepass sample" in text
     assert "maxmemory-policy volatile-lru" in text

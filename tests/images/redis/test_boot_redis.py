@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import json
 
-import yaml
+from conftest import secret
 
 
 def _address(host) -> str:
     report = json.loads(host.file("/run/builder/agent.json").content_string)
     return report["identity"]["address"]
-
-
-def _password(host) -> str:
-    return yaml.safe_load(host.file("/etc/builder/secrets.yaml").content_string)[
-        "redis_password"]
 
 
 def test_redis_running_with_the_rendered_config(host):
@@ -35,5 +30,6 @@ def test_password_required(host):
     address = _address(host)
     anonymous = host.run("redis-cli -h %s ping", address)
     assert "NOAUTH" in anonymous.stdout + anonymous.stderr
-    authed = host.run("REDISCLI_AUTH=%s redis-cli -h %s ping", _password(host), address)
+    authed = host.run("REDISCLI_AUTH=%s redis-cli -h %s ping", secret(host, "redis_password"),
+                      address)
     assert authed.stdout.strip() == "PONG", authed.stderr

@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV  ?= .venv
 PY    := $(VENV)/bin/python
-APT_PACKAGES := packer qemu-system-x86 qemu-utils mmdebstrap xorriso cloud-init \
+APT_PACKAGES := packer qemu-system-x86 qemu-utils mmdebstrap xorriso vde2 cloud-init \
                 openssh-client e2fsprogs python3-venv etcd-server \
                 haproxy
 export PACKER_CHECKPOINT_DISABLE := 1

@@ -117,11 +117,13 @@ def test_image(spec_file, phase, ssh_target, key, key_env, junit, project) -> No
     sys.exit(imagetest.run(spec_file, phase, ssh_target, key, key_env, junit, project))
 
 
+from builder.cli_cluster import cluster  # noqa: E402
 from builder.cli_release import prune, release, rollout  # noqa: E402
 
 cli.add_command(release)
 cli.add_command(rollout)
 cli.add_command(prune)
+cli.add_command(cluster)
 
 
 def main() -> None:

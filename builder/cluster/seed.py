@@ -49,3 +49,15 @@ def write_iso(directory: Path, files: dict[str, str]) -> Path:
                     "-joliet", "-rock", *[str(directory / n) for n in files]],
                    check=True, capture_output=True)
     return iso
+
+
+def network_config(mgmt_mac: str, cluster_mac: str, address: str, prefix: int) -> str:
+    """NoCloud network-config v2: the management NIC by DHCP from QEMU's user network (the
+    host's forwards arrive there), the cluster NIC with its static address. Both matched
+    by MAC, so the names the kernel picks do not matter."""
+    data = {"version": 2, "ethernets": {
+        "mgmt": {"match": {"macaddress": mgmt_mac}, "dhcp4": True},
+        "cluster": {"match": {"macaddress": cluster_mac}, "dhcp4": False,
+                    "addresses": [f"{address}/{prefix}"]},
+    }}
+    return yaml.safe_dump(data, sort_keys=False)

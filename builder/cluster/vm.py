@@ -1,24 +1,39 @@
 """One QEMU VM booted from a baked artifact: a copy-on-write overlay (the artifact is never
-written), direct kernel boot with the image's own kernel, SSH forwarded on 127.0.0.1 only,
-guest traffic restricted to that forward. Always stopped by its owner (context manager)."""
+written), direct kernel boot with the image's own kernel, a management NIC on QEMU's user
+network restricted to forwards on 127.0.0.1 (SSH, and the ports a role serves), and
+optionally a NIC on a private switch shared with the other VMs of a cluster.
+
+The VM outlives the process that started it (a cluster keeps running after `builder
+cluster up` returns): its pid file is how any later process finds, kills or stops it.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 from builder.errors import OperationError
+from builder.imagetest import ssh_config
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def mac_address(*parts: str) -> str:
+    """A stable, locally administered unicast MAC (QEMU's 52:54:00 prefix) for a NIC."""
+    digest = hashlib.sha256("/".join(parts).encode()).digest()
+    return "52:54:00:" + ":".join(f"{b:02x}" for b in digest[:3])
 
 
 @dataclasses.dataclass
@@ -31,47 +46,91 @@ class VM:
     cpus: int = 2
     accel: str = "tcg"
     ssh_port: int = dataclasses.field(default_factory=free_port)
+    forwards: dict[int, int] = dataclasses.field(default_factory=dict)  # guest -> host port
+    switch: Path | None = None  # a vde_switch control directory: the cluster network
+    macs: tuple[str, str] | None = None  # (management, cluster) NIC addresses
     proc: subprocess.Popen | None = None
 
     @property
     def console(self) -> Path:
         return self.workdir / "console.log"
 
+    @property
+    def pidfile(self) -> Path:
+        return self.workdir / "qemu.pid"
+
+    @property
+    def disk(self) -> Path:
+        return self.workdir / "disk.qcow2"
+
     def _qcow2(self) -> Path:
         manifest = json.loads((self.artifact / "manifest.json").read_text())
         return self.artifact.resolve() / manifest["image"]
 
+    def _network_args(self) -> list[str]:
+        fwd = [f"hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22"]
+        fwd += [f"hostfwd=tcp:127.0.0.1:{host}-:{guest}"
+                for guest, host in sorted(self.forwards.items())]
+        mgmt_mac, cluster_mac = self.macs or (None, None)
+        args = ["-netdev", f"user,id=n0,restrict=on,{','.join(fwd)}",
+                "-device", "virtio-net,netdev=n0" + (f",mac={mgmt_mac}" if mgmt_mac else "")]
+        if self.switch is not None:
+            args += ["-netdev", f"vde,id=n1,sock={self.switch}",
+                     "-device", "virtio-net,netdev=n1" + (f",mac={cluster_mac}"
+                                                          if cluster_mac else "")]
+        return args
+
     def start(self) -> VM:
+        """Power on; the disk overlay is made on first start and kept across restarts."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        overlay = self.workdir / "disk.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
-                        str(self._qcow2()), str(overlay)], check=True)
+        if not self.disk.exists():
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+                            str(self._qcow2()), str(self.disk)], check=True)
+        self.pidfile.unlink(missing_ok=True)
         cmd = [
             shutil.which("qemu-system-x86_64") or "qemu-system-x86_64",
             "-name", self.name, "-machine", f"type=pc,accel={self.accel}",
             "-cpu", "host" if self.accel == "kvm" else "max",
             "-m", str(self.memory), "-smp", str(self.cpus),
-            "-display", "none", "-no-reboot",
+            "-display", "none", "-no-reboot", "-pidfile", str(self.pidfile),
             "-kernel", str(self.artifact.resolve() / "vmlinuz"),
             "-initrd", str(self.artifact.resolve() / "initrd.img"),
             "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0",
-            "-drive", f"file={overlay},if=virtio,format=qcow2,discard=unmap",
+            "-drive", f"file={self.disk},if=virtio,format=qcow2,discard=unmap",
             "-drive", f"file={self.seed_iso},media=cdrom,readonly=on",
-            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{self.ssh_port}-:22",
-            "-device", "virtio-net,netdev=n0",
+            *self._network_args(),
             "-serial", f"file:{self.console}",
         ]
+        # Its own session: a Ctrl-C aimed at the CLI must not power off a cluster's VMs.
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True)
         return self
+
+    def pid(self) -> int | None:
+        """The running QEMU's pid, from its pid file, checked against /proc (pids recycle)."""
+        if self.proc is not None:
+            return self.proc.pid if self.proc.poll() is None else None
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if str(self.pidfile).encode() in cmdline else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def _exit_detail(self) -> str:
+        if self.proc is not None and self.proc.stderr is not None:
+            return self.proc.stderr.read().decode(errors="replace")[-300:]
+        return f"see {self.console}"
 
     def wait_ssh(self, timeout: float = 300) -> float:
         """Seconds until sshd answers with its banner on the forwarded port."""
         started = time.monotonic()
         while time.monotonic() - started < timeout:
-            if self.proc.poll() is not None:
-                raise OperationError(f"{self.name}: qemu exited: "
-                                     f"{self.proc.stderr.read().decode(errors='replace')[-300:]}")
+            if not self.running() and (self.proc is None or self.proc.poll() is not None):
+                raise OperationError(f"{self.name}: qemu exited: {self._exit_detail()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.ssh_port), timeout=5) as s:
                     s.settimeout(10)
@@ -82,15 +141,40 @@ class VM:
             time.sleep(2)
         raise OperationError(f"{self.name}: no SSH after {timeout:.0f} s (see {self.console})")
 
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
+    def kill(self) -> bool:
+        """Hard power-off (SIGKILL: no shutdown, no flush), as when a host dies."""
+        return self._signal(signal.SIGKILL, wait=10)
+
+    def stop(self, timeout: float = 15) -> bool:
+        """Power off; True if it was running."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            return True
+        return self._signal(signal.SIGTERM, wait=timeout) or False
+
+    def _signal(self, sig: int, wait: float) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
         try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        deadline = time.monotonic() + wait
+        while self.pid() is not None:
+            if self.proc is not None:
+                self.proc.poll()
+            if time.monotonic() > deadline:
+                if sig == signal.SIGKILL:
+                    raise OperationError(f"{self.name}: qemu pid {pid} survived SIGKILL")
+                return self._signal(signal.SIGKILL, wait=10)
+            time.sleep(0.2)
+        return True
 
     def __enter__(self) -> VM:
         return self.start()
@@ -99,14 +183,20 @@ class VM:
         self.stop()
 
 
+def ssh_command(port: int, key: Path, user: str, command: str) -> list[str]:
+    # The client options of image tests (a VM's host keys are new on every boot), without
+    # the multiplexing: these calls are few and must not leave a master behind.
+    options = [line.strip().split(None, 1) for line in ssh_config(key, Path("/")).splitlines()
+               if line.startswith("  ") and "Control" not in line]
+    return ["ssh", *[arg for name, value in options for arg in ("-o", f"{name}={value}")],
+            "-o", "BatchMode=yes", "-p", str(port), f"{user}@127.0.0.1", command]
+
+
 def ssh(vm: VM, key: Path, user: str, command: str,
         timeout: float = 60) -> subprocess.CompletedProcess:
-    """One command on the VM as `user` (the VM's host keys are new on every boot)."""
-    return subprocess.run(
-        ["ssh", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "BatchMode=yes",
-         "-o", "ConnectTimeout=20", "-p", str(vm.ssh_port), f"{user}@127.0.0.1", command],
-        capture_output=True, text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+    """One command on the VM as `user`."""
+    return subprocess.run(ssh_command(vm.ssh_port, key, user, command), capture_output=True,
+                          text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
 
 
 def wait_for_file(vm: VM, key: Path, user: str, path: str, timeout: float = 300) -> float:

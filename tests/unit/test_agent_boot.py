@@ -138,6 +138,25 @@ def test_patroni_config_timing_auth_and_pg_hba(db):
     assert "0.0.0.0/0" not in path.read_text()
 
 
+def test_app_database_for_the_post_bootstrap_hook(db):
+    root, _ = db
+    conf = yaml.safe_load(root("/etc/patroni/config.yml").read_text())
+    assert conf["bootstrap"]["post_bootstrap"] == "/usr/lib/builder/patroni-post-bootstrap"
+    names = root("/etc/patroni/app-database.psql")
+    password = root("/etc/patroni/app-database.password")
+    assert names.read_text() == "\\set app_user 'saleor'\n\\set app_db 'saleor'\n"
+    assert password.read_text() == "saleor_db_password-value"
+    assert mode(names) == mode(password) == "0o600"
+    hook = (REPO / "templates/etcd-patroni/post-bootstrap.sh").read_text()
+    assert "app-database.password" in hook and "app-database.psql" in hook
+
+
+def test_app_database_names_must_be_sql_identifiers(tmp_path):
+    report = rehearse(prepare(tmp_path, "etcd-patroni",
+                              settings={"app_user": "saleor'; DROP ROLE postgres; --"}))
+    assert report["state"] == "failed" and "app_user" in report["error"]
+
+
 def test_watchdog_is_automatic_when_softdog_gives_a_device(tmp_path):
     root = prepare(tmp_path, "etcd-patroni")
     root("/dev").mkdir()

@@ -55,7 +55,9 @@ def test_values_come_from_the_yaml(real):
     assert db.targets.qemu.memory == 1536 and db.targets.qemu.disk_size == "6G"
     assert db.targets.aws.instance_type == "t3.medium" and db.targets.aws.volume_size == 20
     # Unset fields take the dataclass defaults.
-    assert db.targets.aws.volume_type == "gp3" and db.files == []
+    assert db.targets.aws.volume_type == "gp3" and db.targets.aws.regions == []
+    assert [(f.dest, f.mode) for f in db.files] == [
+        ("/usr/lib/builder/patroni-post-bootstrap", "0755")]
 
     api = loaded["saleor-api"]
     unit = next(f for f in api.files if f.src == "saleor-api.service")
@@ -135,7 +137,7 @@ def test_environment_from_a_yaml_file(project, tmp_path):
 
 
 def test_environment_by_name_under_environments(project):
-    (project / "environments").mkdir()
+    (project / "environments").mkdir(exist_ok=True)
     (project / "environments" / "staging.yaml").write_text(ENV_YAML)
     (project / "environments" / "corp-ca.pem").write_text(PEM)
     proj = find_project(start=project)
@@ -144,7 +146,7 @@ def test_environment_by_name_under_environments(project):
 
 
 def test_environment_ca_must_be_pem(project):
-    (project / "environments").mkdir()
+    (project / "environments").mkdir(exist_ok=True)
     (project / "environments" / "staging.yaml").write_text(ENV_YAML)
     (project / "environments" / "corp-ca.pem").write_text("not a certificate\n")
     proj = find_project(start=project)
@@ -157,7 +159,7 @@ def test_environment_ca_must_be_pem(project):
 def test_yaml_merge_keys_are_not_duplicates(project):
     # `<<` merges are legitimate YAML (a key may override a merged one); only a key written
     # twice in one mapping is rejected (see test_cli_errors).
-    (project / "environments").mkdir()
+    (project / "environments").mkdir(exist_ok=True)
     (project / "environments" / "merged.yaml").write_text(
         "name: merged\naws:\n  <<: {region: eu-west-1, profile: ops}\n  region: us-east-1\n")
     proj = find_project(start=project)

@@ -18,13 +18,16 @@ which cost ~25 s of write outage per node crash in our lab (notes/ha.md):
 
 Settings: `ready_timeout` (s, default 600: a replica's first basebackup takes a while),
 `etcd_ready_timeout` (60), `synchronous_mode` (true), `etcd_ask_rounds` (3: how many
-times, a second apart, the peers are asked for a running cluster before starting new).
+times, a second apart, the peers are asked for a running cluster before starting new),
+`app_user` and `app_database` (saleor: the application's role and database, created once
+by Patroni's post_bootstrap hook with the `saleor_db_password` secret).
 """
 
 from __future__ import annotations
 
 import os
 import pwd
+import re
 
 from builder.agent import etcd_join, readiness, templating
 from builder.agent.errors import AgentError
@@ -39,6 +42,9 @@ ETCD_DATA = "/var/lib/etcd"
 WATCHDOG = "/dev/watchdog"
 TIMING = {"ttl": 20, "loop_wait": 5, "retry_timeout": 5, "primary_start_timeout": 10}
 CLIENT_PORT, PEER_PORT = 2379, 2380
+APP_DATABASE = "/etc/patroni/app-database.psql"
+APP_PASSWORD = "/etc/patroni/app-database.password"
+IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def as_peer(entry: dict) -> etcd_join.Peer:
@@ -88,6 +94,21 @@ def context(inputs: Inputs, decision: etcd_join.Decision, watchdog: str) -> dict
     }
 
 
+def write_app_database(inputs: Inputs) -> None:
+    """What the post_bootstrap hook creates: names as psql variables, the password alone
+    in a postgres-only file (psql reads it with a backtick command, so it is never in argv)."""
+    names = {"app_user": inputs.setting("app_user", "saleor"),
+             "app_db": inputs.setting("app_database", "saleor")}
+    for key, value in names.items():
+        if not isinstance(value, str) or not IDENTIFIER.match(value):
+            raise AgentError(f"setting {key}: {value!r} is not a lower-case SQL identifier")
+    psql = "".join(f"\\set {key} '{value}'\n" for key, value in names.items())
+    templating.write(inputs.root, APP_DATABASE, psql, mode=0o600, owner="postgres",
+                     group="postgres")
+    templating.write(inputs.root, APP_PASSWORD, inputs.secrets["saleor_db_password"],
+                     mode=0o600, owner="postgres", group="postgres")
+
+
 def configure(inputs: Inputs) -> dict:
     node = inputs.node()
     watchdog = watchdog_mode(inputs)
@@ -102,7 +123,9 @@ def configure(inputs: Inputs) -> dict:
     templating.write(inputs.root, PATRONI_CONFIG,
                      templating.render(inputs.root, ROLE, "patroni.yml.j2", ctx),
                      mode=0o600, owner="postgres", group="postgres")
-    report = {"files": [ETCD_ENV, PATRONI_CONFIG], "node": node["name"],
+    write_app_database(inputs)
+    report = {"files": [ETCD_ENV, PATRONI_CONFIG, APP_DATABASE, APP_PASSWORD],
+              "node": node["name"],
               "etcd": decision.as_dict(), "watchdog": watchdog}
     inputs.services.restart("etcd")
     dry = inputs.services.dry_run

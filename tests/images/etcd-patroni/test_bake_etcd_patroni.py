@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import SAMPLE_NODE, SAMPLE_PEERS, render_in_image
+from conftest import SAMPLE_NODE, SAMPLE_PEERS, rendered_in_image
 
 
 def test_versions(host):
@@ -11,6 +11,20 @@ def test_versions(host):
     assert host.package("patroni").version.startswith("4.")
     assert host.package("etcd-server").version.startswith("3.5.")
     assert host.file("/usr/lib/postgresql/17/bin/postgres").is_file
+
+
+def test_patroni_has_its_etcd3_dcs(host):
+    # Without python3-etcd Patroni starts, then dies with "Available implementations:
+    # consul, kubernetes" (it is only a Recommends of Debian's patroni).
+    check = host.run("python3 -c 'import patroni.dcs.etcd3'")
+    assert check.rc == 0, check.stderr
+
+
+def test_post_bootstrap_hook_installed(host):
+    hook = host.file("/usr/lib/builder/patroni-post-bootstrap")
+    assert hook.is_file and hook.mode == 0o755 and hook.user == "root"
+    assert host.run("sh -n /usr/lib/builder/patroni-post-bootstrap").rc == 0
+    assert not host.file("/etc/patroni/app-database.password").exists  # written at boot only
 
 
 def test_no_postgres_cluster_baked(host):
@@ -45,11 +59,10 @@ def test_rendered_patroni_config_is_valid(host):
         "timing": {"ttl": 20, "loop_wait": 5, "retry_timeout": 5, "primary_start_timeout": 10},
         "synchronous_mode": True, "watchdog_mode": "automatic",
     }
-    render_in_image(host, "/usr/share/builder/templates/etcd-patroni/patroni.yml.j2", context,
-                    "/tmp/patroni-test.yml")
-    # --validate-config checks option names and types without starting anything.
-    check = host.run("patroni --validate-config /tmp/patroni-test.yml")
-    host.run("rm -f /tmp/patroni-test.yml")
+    with rendered_in_image(host, "/usr/share/builder/templates/etcd-patroni/patroni.yml.j2",
+                           context, "/tmp/patroni-test.yml") as path:
+        # --validate-config checks option names and types without starting anything.
+        check = host.run("patroni --validate-config %s", path)
     assert check.rc == 0, check.stdout + check.stderr
 
 
@@ -57,9 +70,8 @@ def test_etcd_env_template_renders(host):
     context = {"node": SAMPLE_NODE, "cluster": {"name": "saleor"},
                "etcd": {"initial_cluster": "node-1=http://10.20.0.11:2380",
                         "initial_cluster_state": "new", "token": "saleor-abc"}}
-    render_in_image(host, "/usr/share/builder/templates/etcd-patroni/etcd.env.j2", context,
-                    "/tmp/etcd-test.env")
-    text = host.check_output("cat /tmp/etcd-test.env")
-    host.run("rm -f /tmp/etcd-test.env")
+    with rendered_in_image(host, "/usr/share/builder/templates/etcd-patroni/etcd.env.j2",
+                           context, "/tmp/etcd-test.env") as path:
+        text = host.check_output("cat %s", path)
     assert 'ETCD_AUTO_COMPACTION_RETENTION="1"' in text
     assert 'ETCD_INITIAL_CLUSTER_TOKEN="saleor-abc"' in text

@@ -1,0 +1,95 @@
+"""`builder cluster`: a local HA cluster of VMs booted from the baked images."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+from builder.clioutput import emit
+
+
+def _env(func):
+    @click.option("--env", "env_name", default="local", show_default=True, metavar="NAME|FILE",
+                  help="Environment: cluster name, CIDR and node counts come from it.")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+    return wrapper
+
+
+_timeout = click.option("--timeout", type=click.FloatRange(10), default=1200, show_default=True,
+                        help="Seconds to wait for the node agents to report ready.")
+
+
+@click.group()
+def cluster() -> None:
+    """A local cluster of VMs from the registered images: up, status, kill, start,
+    replace, down."""
+
+
+@cluster.command()
+@_env
+@_timeout
+@click.option("--role", "only", multiple=True, metavar="ROLE",
+              help="Boot only these roles (repeatable; default: every role of the "
+                   "environment that has an image, etcd-patroni and haproxy required).")
+@click.option("--keep-on-failure", "keep", is_flag=True,
+              help="Leave the VMs running when a node fails to come up (to debug it).")
+def up(env_name, as_json, timeout, only, keep) -> None:
+    """Boot the cluster on a private network and wait until every node is ready."""
+    from builder.cluster import manage, views
+
+    emit(manage.up(env_name, only, timeout, keep), as_json, views.up)
+
+
+@cluster.command()
+@_env
+def status(env_name, as_json) -> None:
+    """Nodes (power, agent, Patroni role and lag, etcd health) and host endpoints."""
+    from builder.cluster import status as cluster_status
+    from builder.cluster import views
+
+    emit(cluster_status.status(env_name), as_json, views.status)
+
+
+@cluster.command()
+@click.argument("node")
+@_env
+def kill(node, env_name, as_json) -> None:
+    """Hard power-off of NODE (SIGKILL to its VM: no shutdown, as when a host dies)."""
+    from builder.cluster import manage, views
+
+    emit(manage.kill(env_name, node), as_json, views.done)
+
+
+@cluster.command()
+@click.argument("node")
+@_env
+@_timeout
+def start(node, env_name, as_json, timeout) -> None:
+    """Power NODE on again with its disk as it was, and wait until it is ready."""
+    from builder.cluster import manage, views
+
+    emit(manage.start(env_name, node, timeout), as_json, views.done)
+
+
+@cluster.command()
+@click.argument("node")
+@_env
+@_timeout
+def replace(node, env_name, as_json, timeout) -> None:
+    """Replace NODE by a new instance (new instance-id, empty disk, same role and slot)."""
+    from builder.cluster import manage, views
+
+    emit(manage.replace(env_name, node, timeout), as_json, views.done)
+
+
+@cluster.command()
+@_env
+def down(env_name, as_json) -> None:
+    """Power off every VM, remove the network, disks, keys and secrets of the cluster."""
+    from builder.cluster import manage, views
+
+    emit(manage.down(env_name), as_json, views.down)

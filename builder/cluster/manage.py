@@ -1,0 +1,251 @@
+"""`builder cluster up|start|kill|replace|down`: a local HA cluster of VMs booted from the
+registered artifacts, each configuring itself from its NoCloud seed alone (the same node
+agent and user-data an autoscaling group's instance gets), on a private network.
+
+Every node has a fixed slot (name and address in the environment's CIDR, as static
+discovery lists them); `replace` gives the slot a new VM with a new instance-id and an
+empty disk, as an autoscaling group replaces an instance, and the node agent on it does
+the rest (dead etcd member removed, joins, Patroni clones a replica).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets as random
+import shutil
+import time
+from pathlib import Path
+
+from builder import accel, sshkey
+from builder import spec as specs
+from builder.cluster import probe, seed
+from builder.cluster.state import USER, Cluster, Node, directory, load, locked
+from builder.cluster.vm import VM, free_port, mac_address
+from builder.errors import OperationError, UserError
+from builder.project import Project, find_project
+from builder.registry import Registry, default_path
+
+# Boot order is only the order of `qemu` launches (the agents wait for their peers).
+ORDER = ("etcd-patroni", "redis", "saleor-api", "saleor-dashboard", "storefront", "haproxy")
+REQUIRED = ("etcd-patroni", "haproxy")
+# Ports the host reaches on 127.0.0.1 (guest port -> a free host port).
+FORWARDED = {"haproxy": (5432, 5433, 80, 9000, 8080), "storefront": (3000,)}
+FIRST_HOST = 10  # .10 onwards: low addresses are left to gateways and the like
+
+
+def _artifact(registry: Registry, role: str) -> str | None:
+    """The newest tested, unrevoked qemu artifact of the role still on disk."""
+    for art in reversed(registry.list(role, "qemu")):
+        on_disk = (Path(art.artifact) / "manifest.json").is_file()
+        if art.tests_passed and not art.revoked and on_disk:
+            return art.artifact
+    return None
+
+
+def plan(project: Project, env: specs.Environment, roles: dict[str, specs.RoleSpec],
+         only: tuple[str, ...]) -> tuple[list[Node], list[str]]:
+    """The nodes to boot and the roles left out for want of an artifact."""
+    for name in only:
+        if name not in roles:
+            raise UserError(f"unknown role {name!r} (known: {', '.join(sorted(roles))})",
+                            field="--role")
+    registry = Registry(default_path(project.state))
+    network = ipaddress.ip_network(env.network.cidr)
+    hosts = list(network.hosts())
+    nodes: list[Node] = []
+    skipped: list[str] = []
+    for role_name in ORDER:
+        count = env.nodes.get(role_name, 0)
+        if not count or (only and role_name not in only) or role_name not in roles:
+            continue
+        artifact = _artifact(registry, role_name)
+        if artifact is None:
+            if role_name in REQUIRED or role_name in only:
+                raise UserError(f"no tested qemu image of role {role_name} in the registry "
+                                f"(run `builder bake {role_name}`)", field="--role")
+            skipped.append(role_name)
+            continue
+        qemu = roles[role_name].targets.qemu
+        for index in range(1, count + 1):
+            slot = FIRST_HOST + len(nodes)
+            if slot >= len(hosts):
+                raise UserError(f"network {network} has too few addresses for "
+                                f"{sum(env.nodes.values())} nodes", field="network.cidr")
+            name = f"{role_name}-{index}"
+            nodes.append(Node(
+                name=name, role=role_name, address=str(hosts[slot - 1]),
+                instance_id=_instance_id(), artifact=artifact, ssh_port=0,
+                macs=[mac_address(env.name, name, "mgmt"), mac_address(env.name, name, "cluster")],
+                memory=qemu.memory, cpus=qemu.cpus))
+    return nodes, skipped
+
+
+def _instance_id() -> str:
+    return f"i-{random.token_hex(8)}"
+
+
+def _write_seed(cluster: Cluster, node: Node, project: Project,
+                roles: dict[str, specs.RoleSpec], env: specs.Environment) -> None:
+    role = roles[node.role]
+    values = cluster.secrets()
+    user_data = seed.user_data(role, env, project, peers=cluster.peers(),
+                               secrets={n: values[n] for n in role.secrets},
+                               ssh_keys=[cluster.key.with_suffix(".pub").read_text().strip()])
+    prefix = ipaddress.ip_network(cluster.cidr).prefixlen
+    seed_dir = cluster.node_dir(node) / "seed"
+    shutil.rmtree(seed_dir, ignore_errors=True)
+    seed.write_iso(seed_dir, {
+        "user-data": user_data,
+        "meta-data": seed.meta_data(node.instance_id, node.name, node.address),
+        "network-config": seed.network_config(node.macs[0], node.macs[1], node.address, prefix),
+    })
+
+
+def _context(env_name: str | None):
+    project = find_project()
+    roles = specs.load_roles(project)
+    env = specs.load_environment(env_name or "local", project, roles)
+    return project, roles, env
+
+
+def wait_ready(cluster: Cluster, nodes: list[Node], started: dict[str, float],
+               timeout: float) -> dict[str, float]:
+    """Seconds from power-on to the agent's `ready` per node; the first failure raises."""
+    pending = {n.name: n for n in nodes}
+    ready: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while pending:
+        for name, node in list(pending.items()):
+            vm = cluster.vm(node)
+            if not vm.running():
+                raise OperationError(f"{name}: VM powered off while booting (see "
+                                     f"{vm.console})")
+            report = probe.agent_report(vm, cluster.key, USER)
+            if not report:
+                continue
+            if report.get("state") == "failed":
+                raise OperationError(f"{name}: node agent failed: {report.get('error')}")
+            if report.get("state") in ("ready", "unconfigured"):
+                if report["state"] == "unconfigured":
+                    raise OperationError(f"{name}: booted without its node configuration")
+                ready[name] = round(time.monotonic() - started[name], 1)
+                del pending[name]
+        if pending and time.monotonic() > deadline:
+            raise OperationError(f"not ready after {timeout:.0f} s: {', '.join(pending)} "
+                                 f"(consoles under {cluster.directory / 'nodes'})")
+        if pending:
+            time.sleep(3)
+    return ready
+
+
+def _power_on(cluster: Cluster, nodes: list[Node]) -> dict[str, float]:
+    started = {}
+    for node in nodes:
+        cluster.vm(node).start()
+        started[node.name] = time.monotonic()
+    return started
+
+
+def up(env_name: str | None, only: tuple[str, ...], timeout: float, keep: bool) -> dict:
+    project, roles, env = _context(env_name)
+    if env.discovery.method != "static":
+        raise UserError(f"environment {env.name} discovers peers by {env.discovery.method}; "
+                        "a local cluster needs static discovery", field="discovery.method")
+    nodes, skipped = plan(project, env, roles, only)
+    with locked(project.state, env.name):
+        where = directory(project.state, env.name)
+        if (where / "cluster.json").exists():
+            raise UserError(f"cluster {env.name} is already up in {where} (`builder cluster "
+                            f"down --env {env.name}` first)", field="--env")
+        shutil.rmtree(where, ignore_errors=True)  # leftovers of a crashed `up`
+        where.mkdir(parents=True)
+        first = Path(nodes[0].artifact)
+        cluster = Cluster(where, env.name, env.cluster_name, env.network.cidr,
+                          accel.choose(project.state, str(first / "vmlinuz"),
+                                       str(first / "initrd.img")), nodes)
+        try:
+            sshkey.generate(cluster.key, f"builder-cluster-{env.name}")
+            cluster.make_secrets({s for n in nodes for s in roles[n.role].secrets})
+            cluster.switch.start()
+            for node in nodes:
+                node.ssh_port = free_port()
+                node.forwards = {port: free_port() for port in FORWARDED.get(node.role, ())}
+                _write_seed(cluster, node, project, roles, env)
+            cluster.save()
+            started = _power_on(cluster, nodes)
+            ready = wait_ready(cluster, nodes, started, timeout)
+        except BaseException:
+            if not keep:
+                _teardown(where)
+            raise
+    return {"env": env.name, "cluster": env.cluster_name, "directory": str(where),
+            "ready_seconds": ready, "skipped_roles": skipped,
+            "nodes": [{"name": n.name, "role": n.role, "address": n.address} for n in nodes]}
+
+
+def _teardown(where: Path) -> list[str]:
+    """Power off every VM whose pid file is under `where`, stop the switch, remove it all."""
+    stopped = []
+    for pidfile in sorted(where.glob("nodes/*/qemu.pid")):
+        vm = VM(pidfile.parent.name, Path(), pidfile.parent, Path())
+        if vm.stop():
+            stopped.append(vm.name)
+    from builder.cluster.network import Switch
+
+    Switch(where).stop()
+    shutil.rmtree(where, ignore_errors=True)
+    return stopped
+
+
+def down(env_name: str | None) -> dict:
+    project = find_project()
+    env = env_name or "local"
+    with locked(project.state, env):
+        where = directory(project.state, env)
+        existed = where.exists()
+        stopped = _teardown(where) if existed else []
+    return {"env": env, "existed": existed, "stopped": stopped}
+
+
+def kill(env_name: str | None, name: str) -> dict:
+    project = find_project()
+    cluster = load(project.state, env_name or "local")
+    node = cluster.node(name)
+    vm = cluster.vm(node)
+    was_running = vm.kill()
+    return {"node": name, "killed": was_running, "at": time.time()}
+
+
+def start(env_name: str | None, name: str, timeout: float) -> dict:
+    """Power a stopped node on again with its disk as it was (a host coming back)."""
+    project = find_project()
+    cluster = load(project.state, env_name or "local")
+    with locked(project.state, cluster.env):
+        node = cluster.node(name)
+        if cluster.vm(node).running():
+            raise UserError(f"node {name} is running", field="NODE")
+        started = _power_on(cluster, [node])
+        ready = wait_ready(cluster, [node], started, timeout)
+    return {"node": name, "ready_seconds": ready[name]}
+
+
+def replace(env_name: str | None, name: str, timeout: float) -> dict:
+    """A new instance in the node's slot: new instance-id, empty disk, same role."""
+    project, roles, env = _context(env_name or "local")
+    cluster = load(project.state, env.name)
+    with locked(project.state, cluster.env):
+        node = cluster.node(name)
+        old = node.instance_id
+        vm = cluster.vm(node)
+        vm.kill()
+        vm.disk.unlink(missing_ok=True)
+        node.instance_id = _instance_id()
+        node.generation += 1
+        node.artifact = _artifact(Registry(default_path(project.state)), node.role) \
+            or node.artifact
+        _write_seed(cluster, node, project, roles, env)
+        cluster.save()
+        started = _power_on(cluster, [node])
+        ready = wait_ready(cluster, [node], started, timeout)
+    return {"node": name, "replaced": old, "instance_id": node.instance_id,
+            "ready_seconds": ready[name]}

@@ -1,0 +1,47 @@
+"""What a running node says about itself, asked over SSH (the host has no route to the
+cluster network): the node agent's boot report, Patroni's view of the cluster, etcd's
+endpoint health."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+from pathlib import Path
+
+from builder.cluster.vm import VM, ssh
+
+AGENT_REPORT = "/run/builder/agent.json"
+
+
+def _json(vm: VM, key: Path, user: str, command: str, timeout: float = 30):
+    try:
+        proc = ssh(vm, key, user, command, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    try:
+        return json.loads(proc.stdout)
+    except ValueError:
+        return None
+
+
+def agent_report(vm: VM, key: Path, user: str) -> dict | None:
+    """The agent's report of this boot; None while it has not written one (or no SSH)."""
+    return _json(vm, key, user, f"cat {AGENT_REPORT} 2>/dev/null")
+
+
+def patroni_cluster(vm: VM, key: Path, user: str, address: str) -> dict | None:
+    """Patroni's GET /cluster from this node's REST API (no auth needed for reads)."""
+    url = f"http://{address}:8008/cluster"
+    code = (f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5)"
+            ".read().decode())")
+    return _json(vm, key, user, f"python3 -c {shlex.quote(code)}")
+
+
+def etcd_health(vm: VM, key: Path, user: str, client_urls: list[str]) -> dict[str, dict]:
+    """{client URL: {"health": bool, "took": str, "error": str}} for each endpoint."""
+    command = ("etcdctl --dial-timeout=2s --command-timeout=3s "
+               f"--endpoints={','.join(client_urls)} endpoint health -w json 2>/dev/null")
+    data = _json(vm, key, user, command) or []
+    return {item.get("endpoint"): {k: item.get(k) for k in ("health", "took", "error")}
+            for item in data if isinstance(item, dict)}

@@ -1,0 +1,138 @@
+"""What a local cluster is made of, kept on disk so every `builder cluster` command (a new
+process each time) finds the same VMs: <state>/cluster/<env>/
+
+    cluster.json      nodes (name, role, address, MACs, forwards, artifact, instance-id)
+    secrets.json      the generated secret values (0600; they reach VMs only in seeds)
+    operator, .pub    the SSH key of the default user `debian` on every node
+    switch/           the vde_switch of the cluster network
+    nodes/<name>/     disk overlay, seed ISO, console log, QEMU pid file
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import os
+import secrets as secret_values
+from pathlib import Path
+
+from builder.cluster.network import Switch
+from builder.cluster.vm import VM
+from builder.errors import UserError
+
+USER = "debian"  # the default user cloud-init creates; the operator key is its only login
+
+
+@dataclasses.dataclass
+class Node:
+    name: str
+    role: str
+    address: str
+    instance_id: str
+    artifact: str
+    ssh_port: int
+    macs: list[str]
+    memory: int
+    cpus: int
+    forwards: dict[int, int] = dataclasses.field(default_factory=dict)  # guest -> host
+    generation: int = 1
+
+    @classmethod
+    def from_json(cls, data: dict) -> Node:
+        data = dict(data)
+        data["forwards"] = {int(k): int(v) for k, v in data.get("forwards", {}).items()}
+        return cls(**data)
+
+
+@dataclasses.dataclass
+class Cluster:
+    directory: Path
+    env: str
+    name: str
+    cidr: str
+    accel: str
+    nodes: list[Node] = dataclasses.field(default_factory=list)
+
+    @property
+    def file(self) -> Path:
+        return self.directory / "cluster.json"
+
+    @property
+    def key(self) -> Path:
+        return self.directory / "operator"
+
+    @property
+    def switch(self) -> Switch:
+        return Switch(self.directory)
+
+    def node_dir(self, node: Node) -> Path:
+        return self.directory / "nodes" / node.name
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise UserError(f"no node {name!r} in cluster {self.env} (nodes: "
+                        f"{', '.join(n.name for n in self.nodes)})", field="NODE")
+
+    def vm(self, node: Node) -> VM:
+        return VM(node.name, Path(node.artifact), self.node_dir(node),
+                  self.node_dir(node) / "seed" / "seed.iso", memory=node.memory,
+                  cpus=node.cpus, accel=self.accel, ssh_port=node.ssh_port,
+                  forwards=node.forwards, switch=self.switch.socket_dir,
+                  macs=tuple(node.macs))
+
+    def peers(self) -> dict[str, list[dict]]:
+        out: dict[str, list[dict]] = {}
+        for node in self.nodes:
+            out.setdefault(node.role, []).append({"name": node.name, "address": node.address})
+        return out
+
+    def save(self) -> None:
+        data = {"env": self.env, "name": self.name, "cidr": self.cidr, "accel": self.accel,
+                "nodes": [dataclasses.asdict(n) for n in self.nodes]}
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.file)
+
+    def secrets(self) -> dict[str, str]:
+        return json.loads((self.directory / "secrets.json").read_text())
+
+    def make_secrets(self, names: set[str]) -> dict[str, str]:
+        values = {name: secret_values.token_urlsafe(24) for name in sorted(names)}
+        path = self.directory / "secrets.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(values, out)
+        return values
+
+
+def directory(state: Path, env: str) -> Path:
+    return state / "cluster" / env
+
+
+def load(state: Path, env: str) -> Cluster:
+    path = directory(state, env) / "cluster.json"
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"no local cluster for environment {env} (start one with `builder "
+                        f"cluster up --env {env}`)", field="--env") from None
+    nodes = [Node.from_json(n) for n in data.pop("nodes")]
+    return Cluster(directory(state, env), nodes=nodes, **data)
+
+
+@contextlib.contextmanager
+def locked(state: Path, env: str):
+    """One mutating command at a time per cluster (a second one fails at once)."""
+    path = directory(state, env).parent / f".{env}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another `builder cluster` command is changing cluster {env} "
+                            "right now", field="--env") from None
+        yield

@@ -1,0 +1,86 @@
+"""`builder cluster status`: each node's power, agent and database state, and the
+endpoints the host reaches on 127.0.0.1 (with a ready-to-use DSN for the application)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from builder.cluster import probe
+from builder.cluster.state import USER, Cluster, load
+from builder.project import find_project
+
+DB_ROLE = "etcd-patroni"
+# Which HAProxy port serves what, and the settings the agent uses for them.
+ENDPOINTS = {"postgres": 5432, "postgres-replicas": 5433, "api": 80, "dashboard": 9000,
+             "stats": 8080}
+APP_DATABASE = APP_USER = "saleor"
+
+
+def endpoints(cluster: Cluster, secrets: dict[str, str]) -> dict:
+    proxies = [n for n in cluster.nodes if n.role == "haproxy"]
+    if not proxies:
+        return {}
+    forwards = proxies[0].forwards
+    out = {name: {"host": "127.0.0.1", "port": forwards[port]}
+           for name, port in ENDPOINTS.items() if port in forwards}
+    if "postgres" in out and "saleor_db_password" in secrets:
+        out["postgres"]["dsn"] = (
+            f"postgresql://{APP_USER}:{quote(secrets['saleor_db_password'], safe='')}"
+            f"@127.0.0.1:{out['postgres']['port']}/{APP_DATABASE}")
+    if "stats" in out:
+        base = f"http://127.0.0.1:{out['stats']['port']}"
+        out["stats"].update(url=f"{base}/haproxy_stats", user="stats")
+        out["metrics"] = {"host": "127.0.0.1", "port": out["stats"]["port"],
+                          "url": f"{base}/metrics"}
+    for node in cluster.nodes:
+        if node.role == "storefront" and 3000 in node.forwards:
+            out.setdefault("storefront", {"host": "127.0.0.1", "port": node.forwards[3000]})
+    return out
+
+
+def _database(cluster: Cluster, rows: dict[str, dict]) -> None:
+    """Patroni and etcd state of the DB nodes, asked from the first one that answers."""
+    db_nodes = [n for n in cluster.nodes if n.role == DB_ROLE]
+    urls = [f"http://{n.address}:2379" for n in db_nodes]
+    for node in db_nodes:
+        if rows[node.name]["power"] != "running":
+            continue
+        vm = cluster.vm(node)
+        members = probe.patroni_cluster(vm, cluster.key, USER, node.address)
+        if members is None:
+            continue
+        health = probe.etcd_health(vm, cluster.key, USER, urls)
+        by_name = {m.get("name"): m for m in members.get("members", [])}
+        for other in db_nodes:
+            member = by_name.get(other.name, {})
+            rows[other.name]["patroni"] = {
+                "role": member.get("role", "absent"), "state": member.get("state"),
+                "timeline": member.get("timeline"), "lag": member.get("lag")}
+            etcd = health.get(f"http://{other.address}:2379", {})
+            rows[other.name]["etcd"] = {"healthy": bool(etcd.get("health")),
+                                        "error": etcd.get("error") or None}
+        rows[node.name]["asked"] = True
+        return
+
+
+def status(env_name: str | None) -> dict:
+    project = find_project()
+    cluster = load(project.state, env_name or "local")
+    rows: dict[str, dict] = {}
+    for node in cluster.nodes:
+        vm = cluster.vm(node)
+        running = vm.running()
+        row = {"name": node.name, "role": node.role, "address": node.address,
+               "instance_id": node.instance_id, "generation": node.generation,
+               "power": "running" if running else "off",
+               "ssh": f"{USER}@127.0.0.1:{node.ssh_port}"}
+        if running:
+            report = probe.agent_report(vm, cluster.key, USER) or {}
+            row["agent"] = report.get("state", "unreachable")
+            if report.get("error"):
+                row["agent_error"] = report["error"]
+        rows[node.name] = row
+    _database(cluster, rows)
+    return {"env": cluster.env, "cluster": cluster.name, "cidr": cluster.cidr,
+            "directory": str(cluster.directory), "ssh_key": str(cluster.key),
+            "nodes": list(rows.values()), "endpoints": endpoints(cluster, cluster.secrets())}

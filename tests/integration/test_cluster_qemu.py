@@ -1,0 +1,146 @@
+"""The HA database from cold VMs, through the CLI an operator uses: `builder cluster up`
+boots 3 x etcd-patroni and 1 x HAProxy from the baked images on a private network; each
+node configures itself from its seed. Then a primary crash under a steady writer, and the
+replacement of a dead node."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import psycopg
+import pytest
+from conftest import qemu_processes
+
+from builder.cluster import health
+from builder.cluster.writer import CONNECT, Writer
+
+pytestmark = pytest.mark.vm
+DB = "etcd-patroni"
+
+
+def _json(builder, *args, timeout=1800):
+    proc = builder.run(*args, "--json", timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _status(builder) -> dict:
+    return _json(builder, "cluster", "status", timeout=300)
+
+
+def _wait_healthy(builder, timeout: float = 600) -> dict:
+    """Status once there is one leader, every other DB node streams and etcd is healthy."""
+    return health.wait_whole(lambda: _status(builder), timeout, interval=5)[0]
+
+
+def _server(dsn: str) -> tuple[str, bool]:
+    with psycopg.connect(dsn, autocommit=True, **CONNECT) as conn:
+        addr, recovery = conn.execute("SELECT host(inet_server_addr()), pg_is_in_recovery()"
+                                      ).fetchone()
+    return addr, recovery
+
+
+@pytest.fixture(scope="module")
+def cluster(baked):
+    builder, _ = baked
+    started = time.monotonic()
+    up = builder.run("cluster", "up", "--role", DB, "--role", "haproxy", "--json",
+                     timeout=2400)
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
+        yield builder, json.loads(up.stdout), time.monotonic() - started
+    finally:
+        down = builder.run("cluster", "down", timeout=300)
+        assert down.returncode == 0, down.stderr
+        assert not qemu_processes(str(builder.state / "cluster")), "VMs left running"
+        assert not (builder.state / "cluster" / "local").exists()
+
+
+def test_cold_cluster_one_leader_two_streaming_replicas_three_etcd_members(cluster):
+    builder, up, seconds = cluster
+    assert sorted(n["role"] for n in up["nodes"]) == [DB, DB, DB, "haproxy"]
+    status = _wait_healthy(builder)
+    db = health.db_nodes(status)
+    assert len(db) == 3 and all(n["agent"] == "ready" for n in db.values())
+    assert sorted(n["patroni"]["state"] for n in db.values()) == \
+        ["running", "streaming", "streaming"]
+    assert all(n["etcd"]["healthy"] for n in db.values())
+    print(f"cluster up from cold: {seconds:.0f} s; ready per node: {up['ready_seconds']}")
+
+
+def test_haproxy_routes_writes_to_the_leader_only_and_reads_to_replicas(cluster):
+    builder, _, _ = cluster
+    status = _wait_healthy(builder)
+    endpoints = status["endpoints"]
+    dsn = endpoints["postgres"]["dsn"]
+    leader = health.leader(status)
+    for _ in range(5):  # every new connection, not only the first
+        assert _server(dsn) == (leader["address"], False)
+    replicas = dsn.replace(f":{endpoints['postgres']['port']}/",
+                           f":{endpoints['postgres-replicas']['port']}/")
+    address, recovery = _server(replicas)
+    assert recovery and address != leader["address"]
+
+
+def test_primary_crash_loses_no_acknowledged_write(cluster):
+    builder, _, _ = cluster
+    status = _wait_healthy(builder)
+    dsn = status["endpoints"]["postgres"]["dsn"]
+    old = health.leader(status)
+    writer = Writer(dsn).start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(writer.acks) < 20:
+            assert time.monotonic() < deadline, writer.errors[-5:]
+            time.sleep(0.5)
+        killed = _json(builder, "cluster", "kill", old["name"])
+        assert killed["killed"]
+        moment = time.monotonic()
+        deadline = moment + 180
+        while not [a for a in writer.acked_after(moment) if a.server != old["address"]]:
+            assert time.monotonic() < deadline, f"no write taken after the kill: " \
+                                                f"{writer.errors[-5:]}"
+            time.sleep(1)
+        outage = writer.outage_around(moment)
+        _json(builder, "cluster", "start", old["name"], timeout=1200)
+        after = _wait_healthy(builder)
+        time.sleep(2)
+    finally:
+        writer.stop()
+    new = health.leader(after)
+    assert new["name"] != old["name"]
+    # The old primary rejoined as a replica.
+    assert health.db_nodes(after)[old["name"]]["patroni"]["state"] == "streaming"
+    assert writer.missing(dsn) == [], "acknowledged writes lost"
+    assert writer.misrouted == 0
+    print(f"primary crash: write outage {outage:.1f} s, {len(writer.acks)} writes acknowledged")
+
+
+def test_replace_dead_node_joins_etcd_and_patroni_as_replica(cluster):
+    builder, _, _ = cluster
+    status = _wait_healthy(builder)
+    victim = sorted(n for n, row in health.db_nodes(status).items()
+                    if row["patroni"]["role"] != "leader")[0]
+    old_id = health.db_nodes(status)[victim]["instance_id"]
+    _json(builder, "cluster", "kill", victim)
+    replaced = _json(builder, "cluster", "replace", victim, timeout=1800)
+    assert replaced["replaced"] == old_id and replaced["instance_id"] != old_id
+    after = _wait_healthy(builder)
+    row = health.db_nodes(after)[victim]
+    assert row["instance_id"] == replaced["instance_id"]
+    assert row["patroni"]["state"] == "streaming"
+    assert all(n["etcd"]["healthy"] for n in health.db_nodes(after).values())
+
+
+@pytest.mark.parametrize("args, field", [
+    (("cluster", "kill", "no-such-node"), "NODE"),
+    (("cluster", "up", "--role", DB, "--role", "haproxy"), "--env"),
+    (("cluster", "status", "--env", "no-such-env"), "no-such-env"),
+    (("cluster", "up", "--role", "no-such-role"), "--role"),
+])
+def test_bad_input_one_line_exit_2(cluster, args, field):
+    builder, _, _ = cluster
+    proc = builder.run(*args, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and field in proc.stderr

@@ -92,8 +92,11 @@ def decide(cluster: str, me: Peer, peers: list[Peer], *, data_exists: bool = Fal
     removed: list[str] = []
     for member in members:
         mine = me.peer_url in member.peer_urls
-        if mine and not member.name:
-            own = member  # added earlier (by us or the initial cluster), never started
+        if mine and not member.client_urls:
+            # Our slot, never started: a member of the initial cluster that the faster peers
+            # bootstrapped without us, or added by an earlier run. (A member publishes its
+            # client URLs when it first starts, so a dead predecessor has them.)
+            own = member
             continue
         predecessor = mine or member.name == me.name
         gone = not set(member.peer_urls) & discovered and not _answers(member, timeout)

@@ -164,6 +164,29 @@ def test_an_added_but_never_started_self_is_reused(live):
 
 
 @needs_etcd
+def test_a_late_member_of_the_initial_cluster_joins_instead_of_removing_itself(etcds):
+    """Found in the first 3-VM boot: two nodes bootstrap `new` and reach quorum before the
+    third asks. Its entry (named, by the initial cluster) never started, so it is its own
+    slot, not a dead predecessor to remove: it starts `existing` and the cluster has three."""
+    peers = [loopback_peer(f"db-{i}") for i in range(3)]
+    everyone = etcd_join.initial_cluster([(p.name, p.peer_url) for p in peers])
+    token = etcd_join.token("shop", [p.name for p in peers])
+    clients = [etcds.start(p, initial_cluster=everyone, state="new", token=token)
+               for p in peers[:2]]
+    etcds.wait_healthy(clients[0])
+
+    decision = etcd_join.decide("shop", peers[2], peers, rounds=1)
+
+    assert decision.state == "existing" and decision.removed == [] and not decision.learner
+    late = etcds.start(peers[2], initial_cluster=decision.initial_cluster,
+                       state=decision.state, token=decision.token)
+    etcds.wait_healthy(late)
+    members = clients[0].members()
+    assert sorted(m.name for m in members) == ["db-0", "db-1", "db-2"]
+    assert all(m.client_urls and not m.learner for m in members)
+
+
+@needs_etcd
 def test_a_member_that_answers_is_kept_even_if_discovery_misses_it(live):
     """Discovery can lag behind a member that is up (here: it lists db-0's client URL
     under another peer URL): a member whose client URL answers is never removed."""

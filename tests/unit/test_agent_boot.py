@@ -135,6 +135,8 @@ def test_patroni_config_timing_auth_and_pg_hba(db):
     assert remote and all(h[-1] == "scram-sha-256" for h in remote)
     assert {h[-2] for h in remote} == {"127.0.0.1/32", CIDR}
     assert ["host", "replication", "replicator", CIDR, "scram-sha-256"] in hba
+    # Patroni's pre-promotion WAL check connects locally for replication.
+    assert ["host", "replication", "replicator", "127.0.0.1/32", "scram-sha-256"] in hba
     assert "0.0.0.0/0" not in path.read_text()
 
 

@@ -47,7 +47,7 @@ lint: venv
 	$(VENV)/bin/ruff check builder tests
 
 bench: setup
-	$(PY) -m builder.bench
+	$(PY) -m builder.bench $(PARTS)
 
 clean:
 	rm -rf packer/qemu packer/aws output/.tmp-* 

@@ -21,6 +21,8 @@ import time
 
 from builder.agent.etcd import Client, EtcdError, Member
 
+MUTATION_TIMEOUT = 20.0
+
 
 @dataclasses.dataclass(frozen=True)
 class Peer:
@@ -86,7 +88,10 @@ def decide(cluster: str, me: Peer, peers: list[Peer], *, data_exists: bool = Fal
     if answered is None:
         return Decision("new", everyone, new_token,
                         reason=f"no peer answered on {len(peers) - 1} client URL(s)")
-    client, members = answered
+    asked, members = answered
+    # Membership changes go through raft: give them longer than a read (2 s was not enough
+    # for a member add under TCG, and the add had succeeded when the client gave up).
+    client = Client(asked.url, timeout=MUTATION_TIMEOUT)
     discovered = {p.peer_url for p in peers if p.name != me.name}
     own: Member | None = None
     removed: list[str] = []
@@ -105,7 +110,7 @@ def decide(cluster: str, me: Peer, peers: list[Peer], *, data_exists: bool = Fal
             removed.append(member.name or member.id)
     learner = own.learner if own else True
     if own is None:
-        own = client.add([me.peer_url], learner=True)
+        own = _add_learner(client, me)
     kept = [m for m in members if (m.name or m.id) not in removed and m.id != own.id]
     # etcd checks that the initial cluster has exactly the live membership (compared by
     # peer URL); a member that never started has no name yet, its id stands in.
@@ -114,6 +119,18 @@ def decide(cluster: str, me: Peer, peers: list[Peer], *, data_exists: bool = Fal
     return Decision("existing", initial_cluster(pairs), new_token,
                     reason=f"cluster answered at {client.url}", member_id=own.id,
                     learner=learner, removed=removed, asked=client.url)
+
+
+def _add_learner(client: Client, me: Peer) -> Member:
+    """Add this node as a learner; if the call failed but the add went through (a reply
+    lost to a timeout), the entry it made is the one to use."""
+    try:
+        return client.add([me.peer_url], learner=True)
+    except EtcdError:
+        for member in client.members():
+            if me.peer_url in member.peer_urls and not member.client_urls:
+                return member
+        raise
 
 
 def promote(decision: Decision, peers: list[Peer], me: Peer, *, timeout: float = 120.0,
@@ -125,7 +142,7 @@ def promote(decision: Decision, peers: list[Peer], me: Peer, *, timeout: float =
     while True:
         for url in dict.fromkeys(u for u in urls if u):
             try:
-                Client(url).promote(decision.member_id)
+                Client(url, timeout=MUTATION_TIMEOUT).promote(decision.member_id)
                 return round(time.monotonic() - started, 2)
             except EtcdError as exc:
                 last = str(exc)

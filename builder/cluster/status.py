@@ -76,7 +76,7 @@ def status(env_name: str | None) -> dict:
                "ssh": f"{USER}@127.0.0.1:{node.ssh_port}"}
         if running:
             report = probe.agent_report(vm, cluster.key, USER) or {}
-            row["agent"] = report.get("state", "unreachable")
+            row["agent"] = report.get("state", "no-report")
             if report.get("error"):
                 row["agent_error"] = report["error"]
         rows[node.name] = row

@@ -102,14 +102,30 @@ class VM:
             "-serial", f"file:{self.console}",
         ]
         # Its own session: a Ctrl-C aimed at the CLI must not power off a cluster's VMs.
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, start_new_session=True)
+        # stderr to a file, not a pipe: the VM outlives this process and must never write
+        # into a pipe nobody reads any more.
+        with open(self.workdir / "qemu.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=log,
+                                         start_new_session=True)
+        # Return once the pid file names it: other processes find the VM only through it.
+        deadline = time.monotonic() + 30
+        while not self._pid_from_file():
+            if self.proc.poll() is not None:
+                raise OperationError(f"{self.name}: qemu exited: {self._exit_detail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise OperationError(f"{self.name}: qemu wrote no pid file in 30 s")
+            time.sleep(0.1)
         return self
 
     def pid(self) -> int | None:
         """The running QEMU's pid, from its pid file, checked against /proc (pids recycle)."""
         if self.proc is not None:
             return self.proc.pid if self.proc.poll() is None else None
+        return self._pid_from_file()
+
+    def _pid_from_file(self) -> int | None:
         try:
             pid = int(self.pidfile.read_text().strip())
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -121,9 +137,11 @@ class VM:
         return self.pid() is not None
 
     def _exit_detail(self) -> str:
-        if self.proc is not None and self.proc.stderr is not None:
-            return self.proc.stderr.read().decode(errors="replace")[-300:]
-        return f"see {self.console}"
+        try:
+            text = (self.workdir / "qemu.log").read_text(errors="replace").strip()
+        except OSError:
+            text = ""
+        return text[-300:] or f"see {self.console}"
 
     def wait_ssh(self, timeout: float = 300) -> float:
         """Seconds until sshd answers with its banner on the forwarded port."""

@@ -1,0 +1,163 @@
+"""`builder cluster` without VMs: the plan (slots, addresses, MACs, what is left out), the
+seed's network-config, the private switch, reading a status, and bad input. The VMs
+themselves are booted in tests/integration/test_cluster_qemu.py."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shutil
+
+import pytest
+import yaml
+
+from builder import spec as specs
+from builder.bench.failover import seed_config
+from builder.cluster import health, manage, seed, views
+from builder.cluster.network import Switch
+from builder.cluster.state import Node
+from builder.errors import UserError
+from builder.project import find_project
+from builder.registry import Artifact, Registry, default_path
+
+from .helpers import REPO, copy_project, run_builder
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    root = copy_project(tmp_path / "project")
+    state = tmp_path / "state"
+    monkeypatch.setenv("BUILDER_STATE", str(state))
+    return find_project(start=root)
+
+
+def register(project, role: str, tmp_path) -> str:
+    artifact = tmp_path / "artifacts" / role
+    artifact.mkdir(parents=True)
+    (artifact / "manifest.json").write_text(json.dumps({"image": f"{role}.qcow2"}))
+    Registry(default_path(project.state)).record(Artifact(
+        role=role, version="1.0.0", target="qemu", content_key="k" * 64,
+        artifact=str(artifact), base="b", git_sha="g", packer_version="1.6.6",
+        tests_passed=True, tests={}, timings={}))
+    return str(artifact)
+
+
+def plan(project, only=()):
+    roles = specs.load_roles(project)
+    env = specs.load_environment("local", project, roles)
+    return manage.plan(project, env, roles, only)
+
+
+def test_plan_gives_every_node_a_slot_address_and_macs(project, tmp_path):
+    db = register(project, "etcd-patroni", tmp_path)
+    register(project, "haproxy", tmp_path)
+    nodes, skipped = plan(project)
+    assert [(n.name, n.role, n.address) for n in nodes] == [
+        ("etcd-patroni-1", "etcd-patroni", "10.20.0.10"),
+        ("etcd-patroni-2", "etcd-patroni", "10.20.0.11"),
+        ("etcd-patroni-3", "etcd-patroni", "10.20.0.12"),
+        ("haproxy-1", "haproxy", "10.20.0.13")]
+    assert all(ipaddress.ip_address(n.address) in ipaddress.ip_network("10.20.0.0/24")
+               for n in nodes)
+    macs = [m for n in nodes for m in n.macs]
+    assert len(set(macs)) == len(macs) and all(m.startswith("52:54:00:") for m in macs)
+    assert len({n.instance_id for n in nodes}) == 4
+    assert nodes[0].artifact == db and nodes[0].memory == 1536
+    # Roles of the environment without an image are left out, and said so.
+    assert sorted(skipped) == ["redis", "saleor-api", "saleor-dashboard", "storefront"]
+
+
+def test_plan_needs_the_database_and_haproxy_images(project, tmp_path):
+    register(project, "etcd-patroni", tmp_path)
+    with pytest.raises(UserError, match="builder bake haproxy") as err:
+        plan(project)
+    assert err.value.field == "--role"
+
+
+def test_plan_rejects_an_unknown_role(project):
+    with pytest.raises(UserError, match="unknown role 'nope'"):
+        plan(project, only=("nope",))
+
+
+def test_network_config_matches_nics_by_mac():
+    data = yaml.safe_load(seed.network_config("52:54:00:00:00:01", "52:54:00:00:00:02",
+                                              "10.20.0.11", 24))
+    assert data["version"] == 2
+    mgmt, cluster = data["ethernets"]["mgmt"], data["ethernets"]["cluster"]
+    assert mgmt == {"match": {"macaddress": "52:54:00:00:00:01"}, "dhcp4": True}
+    assert cluster["match"] == {"macaddress": "52:54:00:00:00:02"}
+    assert cluster["addresses"] == ["10.20.0.11/24"] and cluster["dhcp4"] is False
+
+
+@pytest.mark.skipif(shutil.which("vde_switch") is None, reason="vde2 is not installed")
+def test_switch_starts_as_a_daemon_and_stops(tmp_path):
+    switch = Switch(tmp_path / "c").start()
+    try:
+        assert switch.running() and (switch.socket_dir / "ctl").exists()
+        assert oct(switch.socket_dir.stat().st_mode & 0o777) == "0o700"
+    finally:
+        assert switch.stop()
+    assert not switch.running() and not switch.socket_dir.exists()
+    assert not Switch(tmp_path / "c").stop()  # nothing left to stop
+
+
+def test_node_round_trips_through_json():
+    node = Node("haproxy-1", "haproxy", "10.20.0.13", "i-1", "/a", 2222, ["m1", "m2"], 1024, 2,
+                forwards={5432: 40000})
+    assert Node.from_json(json.loads(json.dumps(node.__dict__))) == node
+
+
+def _status(*db: tuple[str, str, bool]) -> dict:
+    return {"nodes": [{"name": f"etcd-patroni-{i}", "role": "etcd-patroni",
+                       "patroni": {"role": role, "state": state}, "etcd": {"healthy": etcd}}
+                      for i, (role, state, etcd) in enumerate(db, 1)]
+            + [{"name": "haproxy-1", "role": "haproxy"}]}
+
+
+def test_whole_means_one_leader_others_streaming_and_etcd_healthy():
+    good = _status(("leader", "running", True), ("sync_standby", "streaming", True),
+                   ("replica", "streaming", True))
+    assert health.whole(good) and health.leader(good)["name"] == "etcd-patroni-1"
+    assert not health.whole(_status(("leader", "running", True),
+                                    ("replica", "stopped", True),
+                                    ("replica", "streaming", True)))
+    assert not health.whole(_status(("leader", "running", True),
+                                    ("replica", "streaming", False),
+                                    ("replica", "streaming", True)))
+    assert not health.whole(_status(("replica", "running", True),
+                                    ("replica", "streaming", True),
+                                    ("absent", None, False)))
+
+
+def test_the_human_status_masks_the_password():
+    assert views._mask("postgresql://saleor:s3cret@127.0.0.1:5/saleor") == \
+        "postgresql://saleor:***@127.0.0.1:5/saleor"
+
+
+def test_the_seed_backend_replaces_only_the_postgres_section():
+    ours = (REPO / "templates/haproxy/haproxy.cfg.j2").read_text()
+    db = [Node(f"db-{i}", "etcd-patroni", f"10.20.0.1{i}", "i", "/a", 1, [], 1, 1)
+          for i in range(3)]
+    swapped = seed_config(ours, db)
+    assert "tcp-check connect port 5432" in swapped
+    assert "httpchk OPTIONS /primary" not in swapped and "OPTIONS /replica" in swapped
+    assert "listen postgres-replicas" in swapped and "listen stats" in swapped
+    assert swapped.count("server db-") == 3
+
+
+@pytest.mark.parametrize("args, code, text", [
+    (["cluster", "status"], 2, "no local cluster for environment local"),
+    (["cluster", "kill", "etcd-patroni-1"], 2, "builder cluster up --env local"),
+    (["cluster", "replace", "etcd-patroni-1"], 2, "no local cluster"),
+    (["cluster", "down"], 0, "nothing to stop"),
+    (["cluster", "up", "--timeout", "1"], 2, "--timeout"),
+])
+def test_cluster_commands_without_a_cluster(tmp_path, args, code, text):
+    root = copy_project(tmp_path / "project")
+    proc = run_builder(args, root)
+    assert proc.returncode == code, proc.stderr
+    output = proc.stderr if code else proc.stdout
+    assert text in output and "Traceback" not in proc.stderr
+    if code:
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "state" / "cluster" / "local").exists()

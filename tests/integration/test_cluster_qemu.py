@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
 from conftest import qemu_processes
 
+from builder import imagetest
 from builder.cluster import health
 from builder.cluster.writer import CONNECT, Writer
 
@@ -67,6 +69,22 @@ def test_cold_cluster_one_leader_two_streaming_replicas_three_etcd_members(clust
         ["running", "streaming", "streaming"]
     assert all(n["etcd"]["healthy"] for n in db.values())
     print(f"cluster up from cold: {seconds:.0f} s; ready per node: {up['ready_seconds']}")
+
+
+def test_post_boot_suites_pass_on_every_node(cluster, tmp_path):
+    """tests/images/<role>/test_boot_*.py (and the common one) against each running node."""
+    builder, _, _ = cluster
+    _wait_healthy(builder)
+    where = builder.state / "cluster" / "local"
+    failed = {}
+    for node in json.loads((where / "cluster.json").read_text())["nodes"]:
+        junit = tmp_path / f"{node['name']}.xml"
+        rc = imagetest.run(Path(node["artifact"]) / "spec.json", "boot",
+                           f"debian@127.0.0.1:{node['ssh_port']}", where / "operator", None,
+                           junit, builder.root)
+        if rc != 0:
+            failed[node["name"]] = junit.read_text()[-3000:] if junit.exists() else rc
+    assert not failed, failed
 
 
 def test_haproxy_routes_writes_to_the_leader_only_and_reads_to_replicas(cluster):

@@ -1,7 +1,9 @@
-"""A booted haproxy instance: every frontend listening, stats behind a password, and with
-no Patroni primary reachable, no PostgreSQL backend is marked up (no write can be misrouted)."""
+"""A booted haproxy instance: every frontend listening, stats behind a password, and the
+only PostgreSQL write backend marked up is the Patroni primary (none when there is none)."""
 
 from __future__ import annotations
+
+import json
 
 from conftest import secret
 
@@ -30,13 +32,21 @@ def test_stats_need_the_password(host):
     assert authed.stdout.strip() == "200"
 
 
-def test_no_postgres_backend_is_up_without_a_primary(host):
+def test_the_postgres_backends_up_are_exactly_the_patroni_primary(host):
+    """Writes can only reach a node whose Patroni says it is the primary: with no primary
+    (a lone boot) no server is up; in a cluster exactly the leader is."""
+    peers = json.loads(host.file("/run/builder/agent.json").content_string)["peers"]
+    primaries = {db["name"] for db in peers["etcd-patroni"]
+                 if host.run("python3 -c %s %s", _STATUS,
+                             f"http://{db['address']}:8008/primary").stdout.strip() == "200"}
+    assert len(primaries) <= 1
     csv = host.run("python3 -c %s %s stats %s", _BODY, "http://127.0.0.1:8080/haproxy_stats;csv",
                    secret(host, "haproxy_stats_password")).stdout
     rows = [line.split(",") for line in csv.splitlines() if line.startswith("postgres,")]
-    servers = [r for r in rows if r[1] not in ("FRONTEND", "BACKEND")]
-    assert len(servers) == 3
-    assert all(not r[17].startswith("UP") for r in servers), [r[17] for r in servers]
+    servers = {r[1]: r[17] for r in rows if r[1] not in ("FRONTEND", "BACKEND")}
+    assert len(servers) == len(peers["etcd-patroni"])
+    assert {name for name, state in servers.items() if state.startswith("UP")} == primaries, \
+        servers
 
 
 _STATUS = """
@@ -46,9 +56,11 @@ if len(sys.argv) > 3:
     token = base64.b64encode(f"{sys.argv[2]}:{sys.argv[3]}".encode()).decode()
     req.add_header("Authorization", "Basic " + token)
 try:
-    print(urllib.request.urlopen(req, timeout=10).status)
+    print(urllib.request.urlopen(req, timeout=5).status)
 except urllib.error.HTTPError as exc:
     print(exc.code)
+except OSError:
+    print("unreachable")
 """
 
 _BODY = """

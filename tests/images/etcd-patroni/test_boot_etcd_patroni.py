@@ -1,0 +1,80 @@
+"""A booted etcd-patroni node of a running cluster: etcd and Patroni up, configs rendered for
+this node from its metadata, PostgreSQL serving with checksums, scram-only pg_hba limited to
+the cluster network, and the application's database user created by post_bootstrap."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+
+@pytest.fixture(scope="module")
+def report(host) -> dict:
+    return json.loads(host.file("/run/builder/agent.json").content_string)
+
+
+@pytest.fixture(scope="module")
+def address(report) -> str:
+    return report["identity"]["address"]
+
+
+def psql(host, sql: str) -> str:
+    return host.check_output("runuser -u postgres -- psql -XAtqc %s", sql)
+
+
+@pytest.mark.parametrize("unit", ["etcd", "patroni"])
+def test_services_running(host, unit):
+    assert host.service(unit).is_running
+
+
+def test_patroni_config_is_this_nodes(host, report, address):
+    cfg = host.file("/etc/patroni/config.yml")
+    assert cfg.user == "postgres" and cfg.mode == 0o600
+    conf = yaml.safe_load(cfg.content_string)
+    assert conf["name"] == report["result"]["node"]
+    assert conf["restapi"]["connect_address"] == f"{address}:8008"
+    assert conf["postgresql"]["connect_address"] == f"{address}:5432"
+    assert "0.0.0.0/0" not in cfg.content_string
+
+
+def test_ports_listen_on_the_cluster_address(host, address):
+    for port in (2379, 2380, 5432, 8008):
+        assert host.socket(f"tcp://{address}:{port}").is_listening, port
+    assert host.socket("tcp://127.0.0.1:5432").is_listening
+
+
+def test_etcd_member_is_healthy(host, address):
+    check = host.run("etcdctl --endpoints=http://%s:2379 endpoint health", address)
+    assert check.rc == 0, check.stderr
+
+
+def test_patroni_reports_postgres_healthy(host, address):
+    code = host.check_output(
+        "python3 -c %s", "import urllib.request as u; print(u.urlopen("
+        f"'http://{address}:8008/health', timeout=5).status)")
+    assert code == "200"
+
+
+def test_data_checksums_on_for_pg_rewind(host):
+    assert psql(host, "SHOW data_checksums") == "on"
+
+
+def test_hba_rules_in_effect_are_scram_and_cluster_only(host, report):
+    rows = psql(host, "SELECT type, address, netmask, auth_method FROM pg_hba_file_rules "
+                      "WHERE error IS NULL").splitlines()
+    remote = [r.split("|") for r in rows if r.startswith("host")]
+    assert remote and all(r[3] == "scram-sha-256" for r in remote), remote
+    assert not [r for r in remote if r[1] in ("0.0.0.0", "::")], remote
+
+
+def test_application_user_and_database_exist(host):
+    assert psql(host, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'saleor'") == "t"
+    assert psql(host, "SELECT pg_get_userbyid(datdba) FROM pg_database "
+                      "WHERE datname = 'saleor'") == "saleor"
+
+
+def test_watchdog_matches_the_kernel(host, report):
+    expected = "automatic" if host.file("/dev/watchdog").exists else "off"
+    assert report["result"]["watchdog"] == expected

@@ -101,6 +101,15 @@ def _write_seed(cluster: Cluster, node: Node, project: Project,
     })
 
 
+def resolve(env_name: str | None) -> tuple[Project, str]:
+    """The project and the environment's name (an environment file names itself)."""
+    project = find_project()
+    name = env_name or "local"
+    if "/" in name or name.endswith((".yaml", ".yml")):
+        name = specs.load_environment(name, project, specs.load_roles(project)).name
+    return project, name
+
+
 def _context(env_name: str | None):
     project = find_project()
     roles = specs.load_roles(project)
@@ -198,8 +207,7 @@ def _teardown(where: Path) -> list[str]:
 
 
 def down(env_name: str | None) -> dict:
-    project = find_project()
-    env = env_name or "local"
+    project, env = resolve(env_name)
     with locked(project.state, env):
         where = directory(project.state, env)
         existed = where.exists()
@@ -208,8 +216,8 @@ def down(env_name: str | None) -> dict:
 
 
 def kill(env_name: str | None, name: str) -> dict:
-    project = find_project()
-    cluster = load(project.state, env_name or "local")
+    project, env = resolve(env_name)
+    cluster = load(project.state, env)
     node = cluster.node(name)
     vm = cluster.vm(node)
     was_running = vm.kill()
@@ -218,8 +226,8 @@ def kill(env_name: str | None, name: str) -> dict:
 
 def start(env_name: str | None, name: str, timeout: float) -> dict:
     """Power a stopped node on again with its disk as it was (a host coming back)."""
-    project = find_project()
-    cluster = load(project.state, env_name or "local")
+    project, env = resolve(env_name)
+    cluster = load(project.state, env)
     with locked(project.state, cluster.env):
         node = cluster.node(name)
         if cluster.vm(node).running():
@@ -231,7 +239,7 @@ def start(env_name: str | None, name: str, timeout: float) -> dict:
 
 def replace(env_name: str | None, name: str, timeout: float) -> dict:
     """A new instance in the node's slot: new instance-id, empty disk, same role."""
-    project, roles, env = _context(env_name or "local")
+    project, roles, env = _context(env_name)
     cluster = load(project.state, env.name)
     with locked(project.state, cluster.env):
         node = cluster.node(name)

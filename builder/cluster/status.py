@@ -6,8 +6,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from builder.cluster import probe
+from builder.cluster.manage import resolve
 from builder.cluster.state import USER, Cluster, load
-from builder.project import find_project
 
 DB_ROLE = "etcd-patroni"
 # Which HAProxy port serves what, and the settings the agent uses for them.
@@ -64,8 +64,8 @@ def _database(cluster: Cluster, rows: dict[str, dict]) -> None:
 
 
 def status(env_name: str | None) -> dict:
-    project = find_project()
-    cluster = load(project.state, env_name or "local")
+    project, env = resolve(env_name)
+    cluster = load(project.state, env)
     rows: dict[str, dict] = {}
     for node in cluster.nodes:
         vm = cluster.vm(node)

@@ -161,3 +161,12 @@ def test_cluster_commands_without_a_cluster(tmp_path, args, code, text):
     if code:
         assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "state" / "cluster" / "local").exists()
+
+
+def test_an_environment_file_names_its_cluster(tmp_path):
+    root = copy_project(tmp_path / "project")
+    (tmp_path / "lab.yaml").write_text("name: lab\nnodes: {etcd-patroni: 3, haproxy: 1}\n")
+    down = run_builder(["cluster", "down", "--env", str(tmp_path / "lab.yaml")], root)
+    assert down.returncode == 0 and "no cluster lab" in down.stdout, down.stderr
+    status = run_builder(["cluster", "status", "--env", str(tmp_path / "lab.yaml")], root)
+    assert status.returncode == 2 and "environment lab" in status.stderr

@@ -172,6 +172,8 @@ class Bench:
             writer.stop()
             self.on(proxy.name, "sudo tee /etc/haproxy/haproxy.cfg >/dev/null", stdin=config)
             self.on(proxy.name, "sudo systemctl reload haproxy")
+        self.whole()
+        time.sleep(5)  # our backend's checks mark the primary up again (rise 2)
         return {"steady_attempts": steady_attempts, "steady_misrouted": steady_misrouted,
                 "misrouted_share": round(steady_misrouted / max(steady_attempts, 1), 3),
                 "lost_writes": len(writer.missing(dsn)), **crash}

@@ -48,8 +48,9 @@ class Writer:
                          "server inet, written timestamptz DEFAULT now())")
             self._seq = conn.execute(f"SELECT coalesce(max(seq), 0) FROM {TABLE}").fetchone()[0]
 
-    def start(self) -> Writer:
-        self.prepare()
+    def start(self, prepare: bool = True) -> Writer:
+        if prepare:
+            self.prepare()
         self._thread = threading.Thread(target=self._run, name="builder-writer", daemon=True)
         self._thread.start()
         return self

@@ -19,6 +19,7 @@ from pathlib import Path
 from builder import accel, sshkey
 from builder import spec as specs
 from builder.cluster import probe, seed
+from builder.cluster.network import Switch
 from builder.cluster.state import USER, Cluster, Node, directory, load, locked
 from builder.cluster.vm import VM, free_port, mac_address
 from builder.errors import OperationError, UserError
@@ -199,8 +200,6 @@ def _teardown(where: Path) -> list[str]:
         vm = VM(pidfile.parent.name, Path(), pidfile.parent, Path())
         if vm.stop():
             stopped.append(vm.name)
-    from builder.cluster.network import Switch
-
     Switch(where).stop()
     shutil.rmtree(where, ignore_errors=True)
     return stopped

@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from builder.cluster.process import live_pid
 from builder.errors import OperationError, UserError
 
 
@@ -31,13 +32,7 @@ class Switch:
         return self.directory / "switch.pid"
 
     def pid(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if b"vde_switch" in cmdline and str(self.socket_dir).encode() in cmdline \
-            else None
+        return live_pid(self.pidfile, "vde_switch", str(self.socket_dir))
 
     def running(self) -> bool:
         return self.pid() is not None

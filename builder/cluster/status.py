@@ -6,10 +6,10 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from builder.cluster import probe
+from builder.cluster.health import DB_ROLE
 from builder.cluster.manage import resolve
 from builder.cluster.state import USER, Cluster, load
 
-DB_ROLE = "etcd-patroni"
 # Which HAProxy port serves what, and the settings the agent uses for them.
 ENDPOINTS = {"postgres": 5432, "postgres-replicas": 5433, "api": 80, "dashboard": 9000,
              "stats": 8080}

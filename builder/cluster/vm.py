@@ -20,6 +20,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from builder.cluster.process import live_pid
 from builder.errors import OperationError
 from builder.imagetest import ssh_config
 
@@ -126,12 +127,7 @@ class VM:
         return self._pid_from_file()
 
     def _pid_from_file(self) -> int | None:
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return None
-        return pid if str(self.pidfile).encode() in cmdline else None
+        return live_pid(self.pidfile, str(self.pidfile))
 
     def running(self) -> bool:
         return self.pid() is not None

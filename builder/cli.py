@@ -119,11 +119,13 @@ def test_image(spec_file, phase, ssh_target, key, key_env, junit, project) -> No
 
 from builder.cli_cluster import cluster  # noqa: E402
 from builder.cli_release import prune, release, rollout  # noqa: E402
+from builder.cli_vendor import vendor  # noqa: E402
 
 cli.add_command(release)
 cli.add_command(rollout)
 cli.add_command(prune)
 cli.add_command(cluster)
+cli.add_command(vendor)
 
 
 def main() -> None:

@@ -8,18 +8,30 @@ from pathlib import Path
 
 import click
 
+from builder import bundles
 from builder import render as rendering
 from builder import spec as specs
+from builder.errors import UserError
 from builder.project import find_project
 
 
 def _load(images: Path | None, roles, all_roles, target, env_name):
+    """The project, the roles to work on, the environment, and the roles `--all` leaves out
+    for want of their application bundle (named explicitly, such a role is an error)."""
     project = find_project(images)
     loaded = specs.load_roles(project)
     chosen = specs.select_roles(loaded, roles, all_roles)
     specs.check_target(target)
     env = specs.load_environment(env_name, project, loaded)
-    return project, chosen, env
+    skipped = []
+    if all_roles:
+        vendor = project.display(bundles.vendor_dir(project))
+        skipped = [{"role": r.role, "app": r.bundle.app, "vendor": vendor, "reason": why}
+                   for r in chosen if (why := rendering.missing_bundle(r, project))]
+        chosen = [r for r in chosen if r.role not in {s["role"] for s in skipped}]
+    if not chosen:
+        raise UserError("no role can be rendered: every one lacks its bundle", field="--all")
+    return project, chosen, env, skipped
 
 
 def list_roles(images: Path | None) -> dict:
@@ -38,15 +50,26 @@ def print_roles(data: dict) -> None:
 
 def render(roles, all_roles, target, env_name, images, out) -> dict:
     started = time.monotonic()
-    project, chosen, env = _load(images, roles, all_roles, target, env_name)
+    project, chosen, env, skipped = _load(images, roles, all_roles, target, env_name)
     out = out or project.root / "packer"
     results = rendering.render(chosen, target, env, project, out)
-    return {"target": target, "environment": env.name,
+    return {"target": target, "environment": env.name, "skipped": skipped,
             "seconds": round(time.monotonic() - started, 3),
             "rendered": [r.as_json() for r in results]}
 
 
+def print_skipped(report: dict) -> None:
+    """One line for every role `--all` left out for want of its bundle."""
+    skipped = report.get("skipped") or []
+    if skipped:
+        click.echo(f"skipped {', '.join(s['role'] for s in skipped)}: no "
+                   f"{'/'.join(s['app'] for s in skipped)} bundle in {skipped[0]['vendor']}/ "
+                   "(make them with `builder vendor APP --version V` on a machine with "
+                   "internet; docs/bundles.md)")
+
+
 def print_rendered(data: dict) -> None:
+    print_skipped(data)
     for r in data["rendered"]:
         click.echo(f"{r['role']:<18} {r['content_key'][:16]}  {r['directory']}")
 
@@ -55,12 +78,12 @@ def validate(roles, all_roles, target, env_name, images) -> dict:
     from builder import validate as gate
 
     started = time.monotonic()
-    project, chosen, env = _load(images, roles, all_roles, target, env_name)
+    project, chosen, env, skipped = _load(images, roles, all_roles, target, env_name)
     with tempfile.TemporaryDirectory(prefix="builder-validate-") as scratch:
         results = rendering.render(chosen, target, env, project, Path(scratch))
         checks = gate.run(results, project)
     failed = [c for c in checks if not c.ok]
-    return {"ok": not failed, "target": target, "environment": env.name,
+    return {"ok": not failed, "target": target, "environment": env.name, "skipped": skipped,
             "seconds": round(time.monotonic() - started, 3),
             "roles": [r.role.role for r in results],
             "content_keys": {r.role.role: r.content_key for r in results},
@@ -68,6 +91,7 @@ def validate(roles, all_roles, target, env_name, images) -> dict:
 
 
 def print_validation(report: dict) -> None:
+    print_skipped(report)
     for c in report["checks"]:
         mark = "skip" if c["skipped"] else ("ok" if c["ok"] else "FAIL")
         click.echo(f"{mark:<5} {c['role']:<18} {c['name']:<18} {c['detail']}")
@@ -90,11 +114,12 @@ def base(suite: str, force: bool) -> dict:
 def bake(roles, all_roles, target, env_name, images, force, parallel) -> dict:
     from builder import bake as baking
 
-    project, chosen, env = _load(images, roles, all_roles, target, env_name)
-    return baking.bake(chosen, target, env, project, force, parallel)
+    project, chosen, env, skipped = _load(images, roles, all_roles, target, env_name)
+    return baking.bake(chosen, target, env, project, force, parallel) | {"skipped": skipped}
 
 
 def print_bakes(report: dict) -> None:
+    print_skipped(report)
     for b in report["bakes"]:
         detail = b.get("artifact") or b.get("error") or ""
         click.echo(f"{b['role']:<18} {b['status']:<11} {b['seconds']:>7.1f}s  {detail}")

@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 
 from builder import base as bases
-from builder import contentkey, packer
+from builder import bundles, contentkey, packer
 from builder.errors import UserError
 from builder.project import PACKAGE_DIR, Project
 from builder.spec import Environment, RoleSpec
@@ -119,6 +119,50 @@ def user_data_template(project: Project, role: str) -> str:
     return own.name if own.is_file() else "node.yaml.j2"
 
 
+def _missing(app: str, version: str | None, vendor: Path, project: Project) -> str:
+    return (f"no {app} bundle{' ' + version if version else ''} in {project.display(vendor)}/ "
+            f"(make one with `builder vendor {app} --version V` on a machine with internet; "
+            "docs/bundles.md)")
+
+
+def missing_bundle(role: RoleSpec, project: Project) -> str | None:
+    """Why the role cannot be rendered for want of its bundle, or None."""
+    if role.bundle is None:
+        return None
+    vendor = bundles.vendor_dir(project)
+    if bundles.find(vendor, role.bundle.app, role.bundle.version) is not None:
+        return None
+    return _missing(role.bundle.app, role.bundle.version, vendor, project)
+
+
+def bundle_for(role: RoleSpec, project: Project) -> bundles.Bundle | None:
+    """The verified application bundle the role installs (None for roles without one)."""
+    if role.bundle is None:
+        return None
+    vendor = bundles.vendor_dir(project)
+    found = bundles.find(vendor, role.bundle.app, role.bundle.version)
+    if found is None:
+        raise UserError(_missing(role.bundle.app, role.bundle.version, vendor, project),
+                        file=project.display(role.path), field="bundle")
+    return bundles.verify(found.path)
+
+
+def _bundle_context(bundle: bundles.Bundle | None) -> dict | None:
+    if bundle is None:
+        return None
+    return {"app": bundle.app, "version": bundle.version, "top": bundle.top,
+            "file": bundle.path.name, "sha256": bundle.sha256, "stand_in": bundle.stand_in}
+
+
+def _place(src: Path, dest: Path) -> None:
+    """A hard link where possible: bundles are large and never modified in place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.hardlink_to(src)
+    except OSError:
+        shutil.copyfile(src, dest)
+
+
 def _copy_agent(dest: Path) -> None:
     (dest / "builder").mkdir(parents=True)
     shutil.copy2(PACKAGE_DIR / "__init__.py", dest / "builder" / "__init__.py")
@@ -131,7 +175,8 @@ def _copy_agent(dest: Path) -> None:
 def render_role(role: RoleSpec, target: str, env: Environment, project: Project,
                 dest: Path, jenv: jinja2.Environment) -> Rendered:
     """Write one role's directory at dest (which must not exist)."""
-    ctx = context_for(role, target, env)
+    bundle = bundle_for(role, project)
+    ctx = context_for(role, target, env) | {"bundle": _bundle_context(bundle)}
     files = dest / "files"
     (files / "role").mkdir(parents=True)
     role_dir = project.templates / role.role
@@ -160,6 +205,8 @@ def render_role(role: RoleSpec, target: str, env: Environment, project: Project,
     # What the image tests check against (packages, files, services, ...).
     write("spec.json", json.dumps(ctx["role"], indent=2, sort_keys=True) + "\n")
     _copy_agent(files / "agent")
+    if bundle is not None:
+        _place(bundle.path, files / "bundle" / bundle.path.name)
     if ctx["ca_files"]:
         (files / "ca").mkdir()
         for name, src in zip(ctx["ca_files"], env.ca_paths(), strict=True):

@@ -95,6 +95,25 @@ class ServiceSpec:
     description: str = ""
 
 
+def _bundle_app(value: str) -> None:
+    if value not in ("saleor", "dashboard", "storefront"):
+        raise ValueError(f"expected saleor, dashboard or storefront, got {value!r}")
+
+
+def _bundle_version(value: str | None) -> None:
+    if value is not None and not re.fullmatch(r"[0-9][0-9A-Za-z.+-]*", value):
+        raise ValueError(f"expected a release like 3.23.28, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class BundleSpec:
+    """The application bundle (docs/bundles.md) the bake installs from vendor/: the newest
+    of `app`, or `version` when pinned."""
+
+    app: str = checked(_bundle_app)
+    version: str | None = checked(_bundle_version, default=None)
+
+
 @dataclasses.dataclass(frozen=True)
 class QemuSettings:
     memory: int = checked(_positive, default=1024)
@@ -127,6 +146,7 @@ class RoleSpec:
     files: list[FileSpec] = dataclasses.field(default_factory=list)
     templates: list[str] = checked(lambda v: [_relative(x) for x in v], default_factory=list)
     scripts: list[str] = checked(lambda v: [_relative(x) for x in v], default_factory=list)
+    bundle: BundleSpec | None = None
     services: list[ServiceSpec] = dataclasses.field(default_factory=list)
     ports: list[int] = checked(_ports, default_factory=list)
     # Names of secrets the role needs at boot (values arrive then, never at bake).

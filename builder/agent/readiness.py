@@ -42,6 +42,25 @@ def http_ok(url: str, *, user: str | None = None, password: str | None = None,
     return probe
 
 
+def graphql_shop(url: str, *, host: str, timeout: float = 5.0) -> Callable[[], bool]:
+    """Saleor's readiness: `{ shop { name } }` answered from the database (its /health/ is
+    liveness only). The Host header must be one Saleor allows."""
+    import json
+
+    body = json.dumps({"query": "{ shop { name } }"}).encode()
+
+    def probe() -> bool:
+        req = urllib.request.Request(url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "Host": host})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                answer = json.loads(resp.read())
+        except urllib.error.HTTPError:
+            return False
+        return bool(((answer.get("data") or {}).get("shop") or {}).get("name"))
+    return probe
+
+
 def redis_pong(host: str, password: str, port: int = 6379,
                timeout: float = 2.0) -> Callable[[], bool]:
     """AUTH then PING in Redis's wire protocol: proves the bind address and the password."""

@@ -17,7 +17,7 @@ class Services:
         self.timeout = timeout
         self.calls: list[dict] = []
 
-    def run(self, *argv: str, check: bool = True) -> bool:
+    def run(self, *argv: str, check: bool = True, timeout: float | None = None) -> bool:
         """Run argv; True when it succeeded (always, when only recording)."""
         record: dict = {"argv": list(argv)}
         self.calls.append(record)
@@ -26,7 +26,7 @@ class Services:
             return True
         try:
             proc = subprocess.run(list(argv), capture_output=True, text=True,
-                                  timeout=self.timeout, check=False)
+                                  timeout=timeout or self.timeout, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             record["error"] = str(exc)
             if check:

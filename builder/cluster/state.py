@@ -16,11 +16,12 @@ import fcntl
 import json
 import os
 import secrets as secret_values
+import subprocess
 from pathlib import Path
 
 from builder.cluster.network import Switch
 from builder.cluster.vm import VM
-from builder.errors import UserError
+from builder.errors import OperationError, UserError
 
 USER = "debian"  # the default user cloud-init creates; the operator key is its only login
 
@@ -101,12 +102,24 @@ class Cluster:
         return json.loads((self.directory / "secrets.json").read_text())
 
     def make_secrets(self, names: set[str]) -> dict[str, str]:
-        values = {name: secret_values.token_urlsafe(24) for name in sorted(names)}
+        values = {name: (rsa_private_key() if name.endswith("_rsa_private_key")
+                         else secret_values.token_urlsafe(24)) for name in sorted(names)}
         path = self.directory / "secrets.json"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(values, out)
         return values
+
+
+def rsa_private_key(bits: int = 2048) -> str:
+    """A PEM private key (Saleor signs its JWTs with one), made by openssl on stdout only."""
+    try:
+        proc = subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                               f"rsa_keygen_bits:{bits}"], capture_output=True, text=True,
+                              check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise OperationError(f"openssl could not make an RSA key: {exc}") from None
+    return proc.stdout
 
 
 def directory(state: Path, env: str) -> Path:

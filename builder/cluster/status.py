@@ -35,6 +35,9 @@ def endpoints(cluster: Cluster, secrets: dict[str, str]) -> dict:
     for node in cluster.nodes:
         if node.role == "storefront" and 3000 in node.forwards:
             out.setdefault("storefront", {"host": "127.0.0.1", "port": node.forwards[3000]})
+    for name, path in (("api", "/graphql/"), ("dashboard", "/"), ("storefront", "/")):
+        if name in out:
+            out[name]["url"] = f"http://127.0.0.1:{out[name]['port']}{path}"
     return out
 
 

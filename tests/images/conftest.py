@@ -69,3 +69,32 @@ SAMPLE_PEERS = {
     "redis": [{"name": "redis-1", "address": "10.20.0.41"}],
     "haproxy": [{"name": "lb-1", "address": "10.20.0.5"}],
 }
+
+
+_HTTP = (
+    "import json, sys, urllib.request, urllib.error\n"
+    "url, method, headers, body = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), sys.argv[4]\n"
+    "req = urllib.request.Request(url, method=method, headers=headers,"
+    " data=body.encode() if body else None)\n"
+    "try:\n"
+    "    resp = urllib.request.urlopen(req, timeout=20)\n"
+    "except urllib.error.HTTPError as exc:\n"
+    "    resp = exc\n"
+    "print(json.dumps({'status': resp.status, 'body': resp.read().decode('utf-8', 'replace'),"
+    " 'headers': dict(resp.headers)}))\n"
+)
+
+
+def http(host, url: str, *, method: str = "GET", headers: dict | None = None,
+         body: str = "") -> dict:
+    """An HTTP request made FROM the instance with its own python3 (images carry no curl):
+    {'status', 'body', 'headers'}."""
+    out = host.check_output("python3 -c %s %s %s %s %s", _HTTP, url, method,
+                            json.dumps(headers or {}), body)
+    return json.loads(out)
+
+
+def graphql_shop(host, url: str, host_header: str) -> dict:
+    """Saleor's readiness query, `{ shop { name } }`, as a client sends it."""
+    return http(host, url, method="POST", body=json.dumps({"query": "{ shop { name } }"}),
+                headers={"Content-Type": "application/json", "Host": host_header})

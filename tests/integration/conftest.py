@@ -23,9 +23,10 @@ class Builder:
     def __init__(self, root: Path, state: Path):
         self.root = root
         self.state = state
+        self.extra_env: dict[str, str] = {}
 
     def env(self) -> dict:
-        return dict(os.environ, BUILDER_STATE=str(self.state))
+        return dict(os.environ, BUILDER_STATE=str(self.state), **self.extra_env)
 
     def run(self, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
         started = time.monotonic()

@@ -16,7 +16,9 @@ from builder.agent.metadata import Identity
 from builder.agent.paths import Root
 from builder.agent.services import Services
 
-MODULES = {"haproxy": "haproxy", "etcd-patroni": "etcd_patroni", "redis": "redis"}
+MODULES = {"haproxy": "haproxy", "etcd-patroni": "etcd_patroni", "redis": "redis",
+           "saleor-api": "saleor_api", "saleor-dashboard": "saleor_dashboard",
+           "storefront": "storefront"}
 
 
 @dataclasses.dataclass

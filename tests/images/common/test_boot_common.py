@@ -39,3 +39,10 @@ def test_no_secret_value_in_the_agent_report(host):
     values = [str(v) for v in (yaml.safe_load(secrets.content_string) or {}).values()]
     report = host.file("/run/builder/agent.json").content_string
     assert values and not [v for v in values if v in report]
+
+
+def test_role_services_still_disabled_after_first_boot(host, spec):
+    # The first boot applies systemd's presets; the image's own preset keeps every role
+    # service off, so only the node agent starts them, after rendering their configs.
+    for svc in spec["services"]:
+        assert not host.service(svc["name"]).is_enabled, f"{svc['name']} enabled at first boot"

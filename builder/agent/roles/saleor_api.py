@@ -1,0 +1,110 @@
+"""Saleor API: the environment from metadata and secrets, migrations once per release across
+the cluster, then uvicorn (behind nginx on :8000), a Celery worker, and the beat wrapper
+(beat itself runs on the one node holding the beat lock).
+
+The database is reached through HAProxy :5432 (always the Patroni primary), the cache and
+broker on the redis role. Settings (node.yaml `settings`): `db_user`, `db_name` (saleor),
+`public_url` (default http://<haproxy>/), `allowed_hosts` and `allowed_client_hosts` (added
+to this node's, HAProxy's and loopback names), `db_timeout` (seconds to wait for the database
+at boot, 900), `migrate_timeout` (1800), `ready_timeout` (300).
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import quote
+
+from builder.agent import migrations, readiness, templating
+from builder.agent.errors import AgentError
+from builder.agent.roles import Inputs
+
+ROLE = "saleor-api"
+PEER_ROLES = ["haproxy", "redis", "saleor-dashboard", "storefront"]
+ENV_FILE = "/etc/saleor/saleor.env"
+NGINX_SITE = "/etc/nginx/sites-enabled/saleor.conf"
+IMAGE_FILE = "/etc/builder/image.json"
+# Order matters only for the report; each unit waits for nothing but the network.
+UNITS = ("saleor-api", "saleor-worker", "saleor-beat", "nginx")
+MIGRATE = ("systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--uid=saleor",
+           "--gid=saleor", "--property=EnvironmentFile=" + ENV_FILE,
+           "--property=WorkingDirectory=/opt/saleor/app", "--setenv=PYTHONPATH=/opt/saleor/app",
+           "/opt/saleor/venv/bin/python", "manage.py", "migrate", "--no-input")
+
+
+def _first(inputs: Inputs, role: str) -> str:
+    peers = inputs.peers.get(role, [])
+    if not peers:
+        raise AgentError(f"discovery found no {role} node: Saleor needs one")
+    return peers[0]["address"]
+
+
+def _names(values) -> list[str]:
+    if isinstance(values, str):
+        values = values.split(",")
+    return [str(v).strip() for v in values or [] if str(v).strip()]
+
+
+def release(inputs: Inputs) -> str:
+    """The Saleor release this image carries (its bundle), what migrations are keyed on."""
+    try:
+        image = json.loads(inputs.root(IMAGE_FILE).read_text())
+    except (OSError, ValueError):
+        image = {}
+    bundle = image.get("bundle") or {}
+    if not bundle.get("version"):
+        raise AgentError(f"{IMAGE_FILE} names no Saleor bundle version")
+    return f"{bundle.get('app', 'saleor')}-{bundle['version']}"
+
+
+def context(inputs: Inputs) -> dict:
+    node = inputs.node()
+    haproxy = _first(inputs, "haproxy")
+    redis = _first(inputs, "redis")
+    user = inputs.setting("db_user", "saleor")
+    database = inputs.setting("db_name", "saleor")
+    password = quote(inputs.secrets["saleor_db_password"], safe="")
+    own = [node["address"], *[p["address"] for p in inputs.peers.get("haproxy", [])],
+           "localhost", "127.0.0.1"]
+    clients = [p["address"] for role in ("saleor-dashboard", "storefront")
+               for p in inputs.peers.get(role, [])]
+    return {
+        "node": node,
+        "secrets": inputs.secrets,
+        "database_url": f"postgres://{user}:{password}@{haproxy}:5432/{database}",
+        "redis_url": f"redis://:{quote(inputs.secrets['redis_password'], safe='')}@{redis}:6379",
+        "allowed_hosts": list(dict.fromkeys(own + _names(inputs.setting("allowed_hosts")))),
+        "allowed_client_hosts": list(dict.fromkeys(
+            own + clients + _names(inputs.setting("allowed_client_hosts")))),
+        "public_url": inputs.setting("public_url", f"http://{haproxy}/"),
+    }
+
+
+def configure(inputs: Inputs) -> dict:
+    ctx = context(inputs)
+    env = templating.render(inputs.root, ROLE, "saleor.env.j2", ctx)
+    templating.write(inputs.root, ENV_FILE, env, mode=0o640, group="saleor")
+    site = templating.render(inputs.root, ROLE, "nginx-saleor.conf.j2", ctx)
+    templating.write(inputs.root, NGINX_SITE, site)
+    inputs.services.run("nginx", "-t", "-q")
+    report: dict = {"files": [ENV_FILE, NGINX_SITE], "public_url": ctx["public_url"],
+                    "allowed_hosts": ctx["allowed_hosts"]}
+    name = release(inputs)
+    if inputs.services.dry_run:
+        inputs.services.run(*MIGRATE)
+        report["migrate"] = {"release": name, "dry_run": True}
+    else:
+        report["migrate"] = {"release": name, **migrations.once(
+            ctx["database_url"], "migrate", name, ctx["node"]["name"],
+            lambda: inputs.services.run(*MIGRATE, timeout=float(
+                inputs.setting("migrate_timeout", 1800))),
+            connect_timeout=float(inputs.setting("db_timeout", 900)),
+            lock_timeout=float(inputs.setting("migrate_timeout", 1800)))}
+    for unit in UNITS:
+        inputs.services.restart(unit)
+    if not inputs.services.dry_run:
+        address = ctx["node"]["address"]
+        report["ready_seconds"] = readiness.wait(
+            "Saleor GraphQL", readiness.graphql_shop(f"http://{address}:8000/graphql/",
+                                                     host=address),
+            timeout=float(inputs.setting("ready_timeout", 300)), interval=2.0)
+    return report

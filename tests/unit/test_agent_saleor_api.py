@@ -1,0 +1,99 @@
+"""The saleor-api boot, rehearsed (tests/unit/test_agent_boot.py explains how): its
+environment from peers and secrets, the migration under the cluster-wide lock, the units in
+order; and the lock keys the API nodes agree on."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from builder.agent.singleton import lock_key
+
+from .test_agent_boot import commands, mode, prepare, rehearse
+
+ADDRESS = "10.20.0.31"
+HAPROXY = [{"name": "haproxy-1", "address": "10.20.0.21"}]
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\nkqhkiG9w0BAQEF\n-----END PRIVATE KEY-----\n"
+
+
+def instance(tmp_path, *, peers: dict | None = None, settings: dict | None = None,
+             bundle: dict | None = None):
+    secrets = {"saleor_secret_key": "sk", "saleor_rsa_private_key": PEM,
+               "saleor_db_password": "p@ss/word", "redis_password": "r:pw"}
+    root = prepare(tmp_path, "saleor-api", secrets=secrets, settings=settings, address=ADDRESS)
+    node = yaml.safe_load(root("/etc/builder/node.yaml").read_text())
+    node["discovery"]["peers"] = {**node["discovery"]["peers"], "haproxy": HAPROXY,
+                                  **(peers or {})}
+    root("/etc/builder/node.yaml").write_text(yaml.safe_dump(node))
+    image = {"role": "saleor-api", "version": "1.1.0",
+             "bundle": bundle if bundle is not None else {"app": "saleor", "version": "3.23.28"}}
+    root("/etc/builder/image.json").write_text(json.dumps(image))
+    return root
+
+
+def env_lines(root) -> dict[str, str]:
+    text = root("/etc/saleor/saleor.env").read_text()
+    return dict(line.split("=", 1) for line in text.splitlines()
+                if "=" in line and not line.startswith(("#", " ")) and line[0].isupper())
+
+
+def test_environment_points_at_haproxy_and_redis_with_escaped_secrets(tmp_path):
+    root = instance(tmp_path)
+    report = rehearse(root)
+    assert report["state"] == "ready", report.get("error")
+    env = env_lines(root)
+    assert env["DATABASE_URL"] == "postgres://saleor:p%40ss%2Fword@10.20.0.21:5432/saleor"
+    assert env["CELERY_BROKER_URL"] == "redis://:r%3Apw@10.20.0.51:6379/0"
+    assert env["CACHE_URL"] == "redis://:r%3Apw@10.20.0.51:6379/1"
+    assert env["DEBUG"] == "False" and env["SEND_USAGE_TELEMETRY"] == "False"
+    assert env["PUBLIC_URL"] == "http://10.20.0.21/"
+    assert env["ALLOWED_HOSTS"].split(",") == [ADDRESS, "10.20.0.21", "localhost",
+                                               "127.0.0.1"]
+    assert "10.20.0.41" in env["ALLOWED_CLIENT_HOSTS"].split(",")  # the dashboard
+    assert mode(root("/etc/saleor/saleor.env")) == "0o640"
+
+
+def test_rsa_key_written_as_one_quoted_multiline_value(tmp_path):
+    root = instance(tmp_path)
+    rehearse(root)
+    text = root("/etc/saleor/saleor.env").read_text()
+    assert f'RSA_PRIVATE_KEY="{PEM.strip()}"\n' in text
+
+
+def test_migrate_once_then_units_in_order(tmp_path):
+    report = rehearse(instance(tmp_path))
+    ran = commands(report)
+    migrate = next(i for i, c in enumerate(ran) if c.endswith("manage.py migrate --no-input"))
+    assert "--uid=saleor" in ran[migrate]
+    assert "--property=EnvironmentFile=/etc/saleor/saleor.env" in ran[migrate]
+    assert ran[migrate + 1:] == [f"systemctl restart {u}" for u in
+                                 ("saleor-api", "saleor-worker", "saleor-beat", "nginx")]
+    assert ran.index("nginx -t -q") < migrate
+    assert report["result"]["migrate"]["release"] == "saleor-3.23.28"
+
+
+def test_settings_extend_hosts_and_move_the_public_url(tmp_path):
+    root = instance(tmp_path, settings={"allowed_hosts": "shop.example.test",
+                                        "public_url": "https://shop.example.test/"})
+    rehearse(root)
+    env = env_lines(root)
+    assert env["ALLOWED_HOSTS"].split(",")[-1] == "shop.example.test"
+    assert env["PUBLIC_URL"] == "https://shop.example.test/"
+
+
+def test_no_haproxy_peer_fails_naming_it(tmp_path):
+    report = rehearse(instance(tmp_path, peers={"haproxy": []}))
+    assert report["state"] == "failed"
+    assert "no haproxy node" in report["error"]
+
+
+def test_image_without_a_bundle_version_fails(tmp_path):
+    report = rehearse(instance(tmp_path, bundle={}))
+    assert report["state"] == "failed" and "bundle version" in report["error"]
+
+
+def test_lock_keys_are_stable_signed_64_bit_and_distinct():
+    key = lock_key("saleor-beat")
+    assert key == lock_key("saleor-beat") and -2**63 <= key < 2**63
+    assert key != lock_key("migrate:saleor-3.23.28")

@@ -22,6 +22,21 @@ PNPM = "10"  # when package.json names none
 RUNTIME = {"node": f">={node.NODE_MAJOR}"}
 
 
+def runtime(package_json: Path) -> dict:
+    """What node the server needs: the app's own `engines.node` when it says `>=N`, else
+    the node the upstream build uses. The bake refuses an image whose node is older."""
+    import json
+
+    try:
+        wanted = json.loads(package_json.read_text()).get("engines", {}).get("node", "")
+    except (OSError, ValueError, AttributeError):
+        wanted = ""
+    wanted = str(wanted).replace(" ", "")
+    if wanted.startswith(">=") and wanted[2:].split(".")[0].isdigit():
+        return {"node": wanted}
+    return dict(RUNTIME)
+
+
 def vendor(version: str, source: str | None, out: Path, api_url: str | None, channel: str,
            progress: Progress) -> dict:
     if api_url is not None and not api_url.startswith(("http://", "https://")):
@@ -34,7 +49,7 @@ def vendor(version: str, source: str | None, out: Path, api_url: str | None, cha
             with step(progress, "app", "already standalone (server.js at the top)"):
                 common.copy_tree(src.root, app)
                 common.relink_inside(app)
-            return dict(RUNTIME)
+            return runtime(app / "package.json")
         if not src.has("package.json"):
             raise UserError(f"{src.label} is neither a standalone build (server.js at the top) "
                             "nor a checkout (package.json)", field="--source")
@@ -60,6 +75,6 @@ def vendor(version: str, source: str | None, out: Path, api_url: str | None, cha
             if (tree / "public").is_dir():
                 common.copy_tree(tree / "public", app / "public", merge=True)
             common.relink_inside(app)
-        return dict(RUNTIME)
+        return runtime(tree / "package.json")
 
     return common.make("storefront", version, source, DEFAULT_URL, out, build, progress)

@@ -28,6 +28,18 @@ def role(spec) -> str:
     return spec["role"]
 
 
+@pytest.fixture(scope="module")
+def report(host) -> dict:
+    """The node agent's report of a booted instance (boot suites)."""
+    return json.loads(host.file("/run/builder/agent.json").content_string)
+
+
+@pytest.fixture(scope="module")
+def address(report) -> str:
+    """The instance's private address, as its metadata gave it."""
+    return report["identity"]["address"]
+
+
 def render_in_image(host, template: str, context: dict, dest: str) -> None:
     """Render a baked config template INSIDE the image with the image's own Jinja2, as the
     node agent will at boot, so a template the image's tools reject fails the bake."""

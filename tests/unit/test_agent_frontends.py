@@ -194,13 +194,23 @@ def test_api_url_after_the_config_object_is_no_placeholder():
 def test_storefront_env_for_this_node_and_the_default_channel(tmp_path):
     root = instance(tmp_path, "storefront")
     report = ready(root)
-    assert env_file(root) == {"PORT": "3000", "HOSTNAME": "10.20.0.61",
+    # 0.0.0.0 on qemu: the host's forward arrives on the management NIC.
+    assert env_file(root) == {"PORT": "3000", "HOSTNAME": "0.0.0.0",
                               "NEXT_PUBLIC_SALEOR_API_URL": DEFAULT_API,
                               "NEXT_PUBLIC_DEFAULT_CHANNEL": "default-channel"}
     assert mode(root(storefront.ENV_FILE)) == "0o640"
     assert commands(report) == ["systemctl restart storefront"]
     assert report["result"] == {"files": [storefront.ENV_FILE], "api_url": DEFAULT_API,
-                                "channel": "default-channel"}
+                                "channel": "default-channel", "bind": "0.0.0.0"}
+
+
+def test_storefront_binds_the_private_address_off_qemu(tmp_path):
+    root = instance(tmp_path, "storefront")
+    node = yaml.safe_load(root("/etc/builder/node.yaml").read_text())
+    node["target"] = "aws"
+    root("/etc/builder/node.yaml").write_text(yaml.safe_dump(node))
+    ready(root)
+    assert env_file(root)["HOSTNAME"] == "10.20.0.61"
 
 
 def test_storefront_settings_override_api_and_channel(tmp_path):

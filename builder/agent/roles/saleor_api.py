@@ -19,7 +19,7 @@ from builder.agent.errors import AgentError
 from builder.agent.roles import Inputs
 
 ROLE = "saleor-api"
-PEER_ROLES = ["haproxy", "redis", "saleor-dashboard", "storefront"]
+PEER_ROLES = ["haproxy", "redis", "saleor-api", "saleor-dashboard", "storefront"]
 ENV_FILE = "/etc/saleor/saleor.env"
 NGINX_SITE = "/etc/nginx/sites-enabled/saleor.conf"
 IMAGE_FILE = "/etc/builder/image.json"

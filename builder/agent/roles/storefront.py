@@ -2,7 +2,9 @@
 storefront.service (`node server.js`) on the node's private address :3000.
 
 Settings: `api_url` (default http://<first haproxy peer>/graphql/, as the dashboard's),
-`channel` (the Saleor channel slug the shop opens on, default `default-channel`).
+`channel` (the Saleor channel slug the shop opens on, default `default-channel`), `bind`
+(default 0.0.0.0 on qemu, where the host reaches the VM through QEMU's user network, as
+HAProxy's; else the node's private address).
 """
 
 from __future__ import annotations
@@ -63,13 +65,16 @@ def answers(url: str, seen: dict, timeout: float = 2.0) -> Callable[[], bool]:
 
 
 def configure(inputs: Inputs) -> dict:
-    ctx = {"node": inputs.node(), "port": PORT, "api_url": api_url(inputs),
-           "channel": channel(inputs)}
+    node = inputs.node()
+    default_bind = "0.0.0.0" if inputs.config.target == "qemu" else node["address"]
+    ctx = {"node": node, "port": PORT, "api_url": api_url(inputs), "channel": channel(inputs),
+           "bind": inputs.setting("bind", default_bind)}
     text = templating.render(inputs.root, ROLE, "storefront.env.j2", ctx)
     # No secret in it; systemd reads it as root, the group lets the service user read it too.
     templating.write(inputs.root, ENV_FILE, text, mode=0o640, group="storefront")
     inputs.services.restart("storefront")
-    report = {"files": [ENV_FILE], "api_url": ctx["api_url"], "channel": ctx["channel"]}
+    report = {"files": [ENV_FILE], "api_url": ctx["api_url"], "channel": ctx["channel"],
+              "bind": ctx["bind"]}
     if not inputs.services.dry_run:
         seen: dict = {}
         report["ready_seconds"] = readiness.wait(

@@ -70,3 +70,14 @@ def test_no_cluster_configuration_or_secrets_baked(host):
 def test_image_identity_readable(host, path):
     f = host.file(path)
     assert f.is_file and f.mode == 0o644
+
+
+def test_bundle_recorded_in_the_image_identity(host, spec):
+    if not spec.get("bundle"):
+        return
+    bundle = json.loads(host.file("/etc/builder/bundle.json").content_string)
+    image = json.loads(host.file("/etc/builder/image.json").content_string)
+    assert bundle["app"] == spec["bundle"]["app"] == image["bundle"]["app"]
+    assert image["bundle"]["version"] == bundle["version"]
+    assert spec["bundle"]["version"] in (None, bundle["version"])
+    assert image["bundle"]["stand_in"] == bundle["stand_in"]

@@ -4,20 +4,8 @@ the cluster network, and the application's database user created by post_bootstr
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import yaml
-
-
-@pytest.fixture(scope="module")
-def report(host) -> dict:
-    return json.loads(host.file("/run/builder/agent.json").content_string)
-
-
-@pytest.fixture(scope="module")
-def address(report) -> str:
-    return report["identity"]["address"]
 
 
 def psql(host, sql: str) -> str:

@@ -15,14 +15,6 @@ def _bundle(host) -> dict:
     return json.loads(host.file("/opt/saleor/bundle.json").content_string)
 
 
-def test_bundle_recorded_in_the_image_identity(host):
-    bundle = _bundle(host)
-    image = json.loads(host.file("/etc/builder/image.json").content_string)
-    assert image["bundle"]["app"] == "saleor" == bundle["app"]
-    assert image["bundle"]["version"] == bundle["version"]
-    assert image["bundle"]["stand_in"] == bundle.get("stand_in", False)
-
-
 def test_venv_uses_the_bundles_runtime(host):
     bundle = _bundle(host)
     version = host.check_output(f"{VENV} -c 'import platform; print(platform.python_version())'")

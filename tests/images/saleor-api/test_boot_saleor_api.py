@@ -11,11 +11,6 @@ from conftest import graphql_shop, http
 UNITS = ("saleor-api", "saleor-worker", "saleor-beat", "nginx")
 
 
-@pytest.fixture(scope="module")
-def report(host) -> dict:
-    return json.loads(host.file("/run/builder/agent.json").content_string)
-
-
 @pytest.mark.parametrize("unit", UNITS)
 def test_units_running(host, unit):
     assert host.service(unit).is_running
@@ -36,7 +31,7 @@ def test_rsa_key_reaches_the_service_intact(host):
     # systemd's own parsing of the env file, as the units get it: one PEM, not a broken line.
     cmd = host.run("systemd-run --quiet --wait --pipe --collect "
                    "--property=EnvironmentFile=/etc/saleor/saleor.env "
-                   "sh -c 'printf \"%%s\\n\" \"$RSA_PRIVATE_KEY\" | openssl pkey -noout "
+                   "sh -c 'printf \"%s\\n\" \"$RSA_PRIVATE_KEY\" | openssl pkey -noout "
                    "&& echo key-ok'")
     assert "key-ok" in cmd.stdout, cmd.stderr
 

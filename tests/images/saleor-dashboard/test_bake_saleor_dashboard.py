@@ -17,14 +17,6 @@ def _bundle(host) -> dict:
     return json.loads(host.file(f"{APP}/bundle.json").content_string)
 
 
-def test_bundle_recorded_in_the_image_identity(host):
-    bundle = _bundle(host)
-    image = json.loads(host.file("/etc/builder/image.json").content_string)
-    assert image["bundle"]["app"] == "dashboard" == bundle["app"]
-    assert image["bundle"]["version"] == bundle["version"]
-    assert image["bundle"]["stand_in"] == bundle.get("stand_in", False)
-
-
 def test_built_dashboard_installed_with_its_pristine_index(host):
     index = host.file(f"{APP}/index.html")
     pristine = host.file(f"{APP}/index.html.orig")

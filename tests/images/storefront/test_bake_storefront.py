@@ -18,17 +18,8 @@ def _bundle(host) -> dict:
     return json.loads(host.file(f"{APP}/bundle.json").content_string)
 
 
-def test_bundle_recorded_in_the_image_identity(host):
-    bundle = _bundle(host)
-    image = json.loads(host.file("/etc/builder/image.json").content_string)
-    assert image["bundle"]["app"] == "storefront" == bundle["app"]
-    assert image["bundle"]["version"] == bundle["version"]
-    assert image["bundle"]["stand_in"] == bundle.get("stand_in", False)
-
-
 def test_node_is_new_enough_for_the_bundle(host):
     major = int(host.check_output("node --version").lstrip("v").split(".")[0])
-    assert major >= 24
     want = _bundle(host)["runtime"]["node"].replace(" ", "")
     assert want.startswith(">=") and major >= int(want[2:].split(".")[0]), want
 
@@ -74,7 +65,7 @@ def test_unit_is_hardened_and_reads_the_agents_environment(host):
 
 def test_rendered_environment_names_the_node_and_api(host):
     context = {"node": SAMPLE_NODE, "port": 3000, "api_url": "http://10.20.0.5/graphql/",
-               "channel": "default-channel"}
+               "channel": "default-channel", "bind": SAMPLE_NODE["address"]}
     with rendered_in_image(host, "/usr/share/builder/templates/storefront/storefront.env.j2",
                            context, "/tmp/storefront-test.env") as path:
         lines = host.check_output("grep -v '^#' %s", path).splitlines()

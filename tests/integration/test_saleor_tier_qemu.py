@@ -192,7 +192,7 @@ def test_beat_moves_when_its_node_dies(shop):
     holder = next(n for n in api if _run(cluster, n, f"pgrep -c -f '{BEAT}' || true")
                   .strip() == "1")
     other = next(n for n in api if n.name != holder.name)
-    _json(builder, "cluster", "kill", holder.name, timeout=120)
+    _json(builder, "cluster", "kill", holder.name, "--env", str(ENV_FILE), timeout=120)
     deadline = time.monotonic() + 240
     while _run(cluster, other, f"pgrep -c -f '{BEAT}' || true").strip() != "1":
         assert time.monotonic() < deadline, "beat did not move to the surviving node"

@@ -119,31 +119,31 @@ def user_data_template(project: Project, role: str) -> str:
     return own.name if own.is_file() else "node.yaml.j2"
 
 
-def _missing(app: str, version: str | None, vendor: Path, project: Project) -> str:
-    return (f"no {app} bundle{' ' + version if version else ''} in {project.display(vendor)}/ "
-            f"(make one with `builder vendor {app} --version V` on a machine with internet; "
-            "docs/bundles.md)")
+def _find_bundle(role: RoleSpec, project: Project) -> tuple[bundles.Bundle | None, str]:
+    """The role's bundle in vendor/ (None if absent) and, for absence, why in one line."""
+    vendor = bundles.vendor_dir(project)
+    app, version = role.bundle.app, role.bundle.version
+    why = (f"no {app} bundle{' ' + version if version else ''} in {project.display(vendor)}/ "
+           f"(make one with `builder vendor {app} --version V` on a machine with internet; "
+           "docs/bundles.md)")
+    return bundles.find(vendor, app, version), why
 
 
 def missing_bundle(role: RoleSpec, project: Project) -> str | None:
     """Why the role cannot be rendered for want of its bundle, or None."""
     if role.bundle is None:
         return None
-    vendor = bundles.vendor_dir(project)
-    if bundles.find(vendor, role.bundle.app, role.bundle.version) is not None:
-        return None
-    return _missing(role.bundle.app, role.bundle.version, vendor, project)
+    found, why = _find_bundle(role, project)
+    return None if found else why
 
 
 def bundle_for(role: RoleSpec, project: Project) -> bundles.Bundle | None:
     """The verified application bundle the role installs (None for roles without one)."""
     if role.bundle is None:
         return None
-    vendor = bundles.vendor_dir(project)
-    found = bundles.find(vendor, role.bundle.app, role.bundle.version)
+    found, why = _find_bundle(role, project)
     if found is None:
-        raise UserError(_missing(role.bundle.app, role.bundle.version, vendor, project),
-                        file=project.display(role.path), field="bundle")
+        raise UserError(why, file=project.display(role.path), field="bundle")
     return bundles.verify(found.path)
 
 

@@ -135,10 +135,12 @@ def test_haproxy_accepts_the_config(config, tmp_path):
 
 def test_sample_context_has_the_keys_the_agent_gives():
     """The sample stays in step with what the node agent really hands the template."""
+    from builder.agent import roles
     from builder.agent.roles import haproxy as agent_haproxy
 
     class Inputs:
         config = type("C", (), {"target": "aws", "role": "haproxy", "settings": {}})()
+        bind = roles.Inputs.bind
         peers = CLUSTER_PEERS
         secrets = {"haproxy_stats_password": "x"}
         setting = staticmethod(lambda key, default=None: default)

@@ -46,6 +46,14 @@ class Inputs:
                 "listed": bool(mine)}
 
 
+    def bind(self) -> str:
+        """Where a service the host must reach listens: setting `bind`, else everywhere on
+        qemu (the host's forwards arrive on QEMU's user network, not the cluster NIC) and
+        the node's private address elsewhere."""
+        default = "0.0.0.0" if self.config.target == "qemu" else self.node()["address"]
+        return self.setting("bind", default)
+
+
 def module_for(role: str):
     if role not in MODULES:
         raise AgentError(f"role {role} has no boot-time configuration in this agent "

@@ -19,11 +19,10 @@ CONFIG = "/etc/haproxy/haproxy.cfg"
 
 def context(inputs: Inputs) -> dict:
     node = inputs.node()
-    default_bind = "0.0.0.0" if inputs.config.target == "qemu" else node["address"]
     return {
         "node": node,
         "peers": inputs.peers,
-        "bind": inputs.setting("bind", default_bind),
+        "bind": inputs.bind(),
         "stats_user": inputs.setting("stats_user", "stats"),
         "secrets": inputs.secrets,
         "replica_max_lag": int(inputs.setting("replica_max_lag", 1048576)),

@@ -65,10 +65,8 @@ def answers(url: str, seen: dict, timeout: float = 2.0) -> Callable[[], bool]:
 
 
 def configure(inputs: Inputs) -> dict:
-    node = inputs.node()
-    default_bind = "0.0.0.0" if inputs.config.target == "qemu" else node["address"]
-    ctx = {"node": node, "port": PORT, "api_url": api_url(inputs), "channel": channel(inputs),
-           "bind": inputs.setting("bind", default_bind)}
+    ctx = {"node": inputs.node(), "port": PORT, "api_url": api_url(inputs),
+           "channel": channel(inputs), "bind": inputs.bind()}
     text = templating.render(inputs.root, ROLE, "storefront.env.j2", ctx)
     # No secret in it; systemd reads it as root, the group lets the service user read it too.
     templating.write(inputs.root, ENV_FILE, text, mode=0o640, group="storefront")

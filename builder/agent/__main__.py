@@ -1,7 +1,8 @@
 """`builder-agent`: configure this instance from its metadata, once per boot.
 
 `boot` writes /run/builder/agent.json (state ready, failed or unconfigured, with timings)
-and exits 1 only when the boot failed; `status` changes nothing.
+and exits 1 only when the boot failed; `status` changes nothing; `etcd-leader-guard` runs
+until stopped on etcd-patroni nodes (builder/agent/etcd_leader.py).
 """
 
 from __future__ import annotations
@@ -38,13 +39,24 @@ def status(root: Root | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="builder-agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["boot", "status"], nargs="?", default="status")
+    parser.add_argument("command", choices=["boot", "status", "etcd-leader-guard"],
+                        nargs="?", default="status")
     parser.add_argument("--root", help=f"prefix of every absolute path (default ${ENV_VAR} "
                         "or /): rehearse a boot into a directory")
     parser.add_argument("--dry-run-services", action="store_true",
                         help="record systemctl and other system commands instead of running "
                         "them; readiness checks are skipped")
+    parser.add_argument("--patroni-url", help="etcd-leader-guard: this node's Patroni REST API")
+    parser.add_argument("--etcd-url", default="http://127.0.0.1:2379",
+                        help="etcd-leader-guard: this node's etcd client URL")
     args = parser.parse_args(argv)
+    if args.command == "etcd-leader-guard":
+        if not args.patroni_url:
+            parser.error("etcd-leader-guard needs --patroni-url")
+        from builder.agent.etcd_leader import guard
+
+        guard(args.etcd_url, args.patroni_url, log=lambda line: print(line, flush=True))
+        return 0
     root = Root(args.root)
     if args.command == "status":
         print(json.dumps(status(root), indent=2))

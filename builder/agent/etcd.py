@@ -1,7 +1,8 @@
-"""A client for etcd's v3 cluster API through its HTTP/JSON gateway (port 2379).
+"""A client for etcd's v3 cluster and maintenance API through its HTTP/JSON gateway (port
+2379).
 
-Only membership calls are needed and none of them carries keys, so no base64 is involved.
-Member IDs are uint64 and travel as decimal strings, as the gateway writes them.
+Only membership and leadership calls are needed and none of them carries keys, so no base64
+is involved. Member IDs are uint64 and travel as decimal strings, as the gateway writes them.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ class Member:
                    peer_urls=tuple(data.get("peerURLs", ())),
                    client_urls=tuple(data.get("clientURLs", ())),
                    learner=bool(data.get("isLearner", False)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Status:
+    member_id: str         # the member that answered
+    leader_id: str
+
+    @property
+    def leader(self) -> bool:
+        return bool(self.member_id) and self.member_id == self.leader_id
 
 
 class Client:
@@ -65,6 +76,15 @@ class Client:
 
     def promote(self, member_id: str) -> None:
         self._post("/v3/cluster/member/promote", {"ID": member_id})
+
+    def status(self) -> Status:
+        data = self._post("/v3/maintenance/status", {})
+        return Status(member_id=str(data.get("header", {}).get("member_id", "")),
+                      leader_id=str(data.get("leader", "")))
+
+    def move_leader(self, member_id: str) -> None:
+        """Hand this member's leadership to member_id (only the leader can)."""
+        self._post("/v3/maintenance/transfer-leadership", {"targetID": member_id})
 
     def healthy(self) -> bool:
         try:

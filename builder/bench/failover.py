@@ -98,10 +98,11 @@ class Bench:
     def kills(self, dsn: str, count: int, label: str) -> dict:
         from builder.cluster.writer import Writer
 
-        outages, rejoin, lost, misrouted = [], [], 0, 0
+        outages, rejoin, lost, misrouted, both = [], [], 0, 0, []
         for i in range(count):
             status, _ = self.whole()
             old = health.leader(status)
+            both.append(bool(old.get("etcd", {}).get("leader")))
             writer = Writer(dsn).start()
             try:
                 _wait(lambda w=writer: len(w.acks) >= 20, 60, "writes before the kill")
@@ -118,10 +119,12 @@ class Bench:
                 writer.stop()
             lost += len(writer.missing(dsn))
             misrouted += writer.misrouted
-            click.echo(f"  {label} kill {i + 1}/{count}: {old['name']} outage "
+            click.echo(f"  {label} kill {i + 1}/{count}: {old['name']}"
+                       f"{' (also etcd leader)' if both[-1] else ''} outage "
                        f"{outages[-1]:.1f} s, back and ready in {rejoin[-1]:.0f} s")
         return {"outage_s": _stats(outages), "node_ready_after_restart_s": _stats(rejoin),
-                "lost_writes": lost, "misrouted_writes": misrouted}
+                "lost_writes": lost, "misrouted_writes": misrouted,
+                "killed_node_was_etcd_leader": both}
 
     def switchovers(self, dsn: str, count: int) -> dict:
         from builder.cluster.writer import Writer

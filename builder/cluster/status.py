@@ -61,6 +61,7 @@ def _database(cluster: Cluster, rows: dict[str, dict]) -> None:
                 "timeline": member.get("timeline"), "lag": member.get("lag")}
             etcd = health.get(f"http://{other.address}:2379", {})
             rows[other.name]["etcd"] = {"healthy": bool(etcd.get("health")),
+                                        "leader": bool(etcd.get("leader")),
                                         "error": etcd.get("error") or None}
         rows[node.name]["asked"] = True
         return

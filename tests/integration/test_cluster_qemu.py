@@ -101,6 +101,23 @@ def test_haproxy_routes_writes_to_the_leader_only_and_reads_to_replicas(cluster)
     assert recovery and address != leader["address"]
 
 
+def test_etcd_leadership_stays_off_the_primarys_node(cluster):
+    """A crash of a VM holding both would make a new etcd leader renew Patroni's leader key
+    by a whole ttl (builder/agent/etcd_leader.py): the guard keeps them apart."""
+    builder, _, _ = cluster
+    deadline = time.monotonic() + 60
+    while True:
+        status = _wait_healthy(builder)
+        etcd_leaders = [name for name, n in health.db_nodes(status).items()
+                        if n["etcd"].get("leader")]
+        patroni_leader = health.leader(status)["name"]
+        if len(etcd_leaders) == 1 and etcd_leaders != [patroni_leader]:
+            break
+        assert time.monotonic() < deadline, \
+            f"etcd leader(s) {etcd_leaders}, Patroni leader {patroni_leader}"
+        time.sleep(3)
+
+
 def test_primary_crash_loses_no_acknowledged_write(cluster):
     builder, _, _ = cluster
     status = _wait_healthy(builder)

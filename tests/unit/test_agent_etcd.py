@@ -223,3 +223,121 @@ def test_the_token_is_unique_per_cluster_and_membership_not_order():
     assert etcd_join.token("shop", names) != etcd_join.token("other", names)
     assert etcd_join.token("shop", names) != etcd_join.token("shop", ["db-0", "db-1", "db-3"])
     assert etcd_join.token("shop", names).startswith("shop-")
+
+
+# ------------------------------------------------------------- etcd leadership guard
+
+class PatroniRole:
+    """Patroni's GET /primary on 127.0.0.1 (200 on the primary, 503 elsewhere): the one HTTP
+    answer the guard reads from Patroni, served by a thread the test stops."""
+
+    def __init__(self, primary: bool):
+        import http.server
+        import threading
+
+        role = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                code = 200 if self.path == "/primary" and role.primary else 503
+                self.send_response(code)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.primary = primary
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def patroni():
+    started: list[PatroniRole] = []
+
+    def start(primary: bool) -> PatroniRole:
+        started.append(PatroniRole(primary))
+        return started[-1]
+    yield start
+    for role in started:
+        role.stop()
+
+
+@pytest.fixture
+def three(etcds):
+    """A running three-member cluster: {name: client}, each member healthy."""
+    peers = [loopback_peer(f"db-{i}") for i in range(3)]
+    everyone = etcd_join.initial_cluster([(p.name, p.peer_url) for p in peers])
+    clients = {p.name: etcds.start(p, initial_cluster=everyone, state="new", token="guard")
+               for p in peers}
+    for client in clients.values():
+        etcds.wait_healthy(client)
+    return clients
+
+
+def leader_of(clients: dict[str, Client]) -> str:
+    names = {c.status().member_id: name for name, c in clients.items()}
+    return names[next(iter(clients.values())).status().leader_id]
+
+
+@needs_etcd
+def test_status_names_the_member_and_the_leader(three):
+    statuses = {name: c.status() for name, c in three.items()}
+    assert len({s.leader_id for s in statuses.values()}) == 1
+    assert sum(s.leader for s in statuses.values()) == 1
+    assert len({s.member_id for s in statuses.values()}) == 3
+
+
+@needs_etcd
+def test_the_primarys_node_hands_etcd_leadership_to_a_follower(three, patroni):
+    from builder.agent import etcd_leader
+
+    name = leader_of(three)
+    primary = patroni(primary=True)
+
+    moved = etcd_leader.check(three[name], etcd_leader.primary_probe(primary.url))
+
+    assert moved is not None and moved != name
+    assert leader_of(three) == moved
+    # Now a follower: the next look changes nothing.
+    assert etcd_leader.check(three[name], etcd_leader.primary_probe(primary.url)) is None
+
+
+@needs_etcd
+def test_a_replicas_node_and_an_unreachable_patroni_keep_etcd_leadership(three, patroni):
+    from builder.agent import etcd_leader
+
+    name = leader_of(three)
+    replica = patroni(primary=False)
+    assert etcd_leader.check(three[name], etcd_leader.primary_probe(replica.url)) is None
+    nobody = f"http://127.0.0.1:{free_port()}"
+    assert etcd_leader.check(three[name], etcd_leader.primary_probe(nobody)) is None
+    assert leader_of(three) == name
+
+
+@needs_etcd
+def test_the_guard_loop_moves_leadership_and_logs_it_once(three, patroni):
+    from builder.agent import etcd_leader
+
+    name = leader_of(three)
+    primary = patroni(primary=True)
+    lines: list[str] = []
+    etcd_leader.guard(three[name].url, primary.url, interval=0.2, rounds=3, log=lines.append)
+    assert leader_of(three) != name
+    assert lines == [f"etcd leadership moved to {leader_of(three)}: this node runs the primary"]
+
+
+def test_followers_skip_me_learners_and_members_never_started():
+    from builder.agent.etcd import Member
+    from builder.agent.etcd_leader import followers
+
+    members = [Member("1", "db-0", ("p0",), ("c0",)), Member("2", "db-2", ("p2",), ("c2",)),
+               Member("3", "", ("p3",), ()), Member("4", "db-4", ("p4",), ("c4",), True),
+               Member("5", "db-1", ("p1",), ("c1",))]
+    assert [m.name for m in followers(members, "1")] == ["db-1", "db-2"]

@@ -2,7 +2,8 @@
 
 Order: softdog, etcd's new-vs-existing decision (builder/agent/etcd_join.py), configs,
 etcd, its promotion when it joined as a learner, etcd healthy, then Patroni, ready when
-its REST API's /health answers 200 (PostgreSQL up, as primary or streaming replica).
+its REST API's /health answers 200 (PostgreSQL up, as primary or streaming replica), then
+the guard that keeps etcd's leadership off the primary's node (builder/agent/etcd_leader.py).
 
 Patroni timing, tighter than Patroni's defaults (ttl 30, loop_wait 10, retry_timeout 10)
 which cost ~25 s of write outage per node crash in our lab (notes/ha.md):
@@ -42,6 +43,7 @@ ETCD_DATA = "/var/lib/etcd"
 WATCHDOG = "/dev/watchdog"
 TIMING = {"ttl": 20, "loop_wait": 5, "retry_timeout": 5, "primary_start_timeout": 10}
 CLIENT_PORT, PEER_PORT = 2379, 2380
+GUARD_ENV = "/etc/default/builder-etcd-leader-guard"
 APP_DATABASE = "/etc/patroni/app-database.psql"
 APP_PASSWORD = "/etc/patroni/app-database.password"
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -124,7 +126,8 @@ def configure(inputs: Inputs) -> dict:
                      templating.render(inputs.root, ROLE, "patroni.yml.j2", ctx),
                      mode=0o600, owner="postgres", group="postgres")
     write_app_database(inputs)
-    report = {"files": [ETCD_ENV, PATRONI_CONFIG, APP_DATABASE, APP_PASSWORD],
+    templating.write(inputs.root, GUARD_ENV, f"PATRONI_URL=http://{node['address']}:8008\n")
+    report = {"files": [ETCD_ENV, PATRONI_CONFIG, APP_DATABASE, APP_PASSWORD, GUARD_ENV],
               "node": node["name"],
               "etcd": decision.as_dict(), "watchdog": watchdog}
     inputs.services.restart("etcd")
@@ -141,4 +144,5 @@ def configure(inputs: Inputs) -> dict:
         report["ready_seconds"] = readiness.wait(
             "patroni", readiness.http_ok(f"http://{node['address']}:8008/health"),
             timeout=float(inputs.setting("ready_timeout", 600)), interval=2.0)
+    inputs.services.restart("builder-etcd-leader-guard")
     return report

@@ -38,7 +38,7 @@ def test_no_etcd_member_baked(host):
     assert host.check_output("ls -A /var/lib/etcd") == ""
 
 
-@pytest.mark.parametrize("unit", ["postgresql", "etcd", "patroni"])
+@pytest.mark.parametrize("unit", ["postgresql", "etcd", "patroni", "builder-etcd-leader-guard"])
 def test_units_disabled(host, unit):
     assert not host.service(unit).is_enabled
     assert not host.service(unit).is_running

@@ -12,7 +12,7 @@ def psql(host, sql: str) -> str:
     return host.check_output("runuser -u postgres -- psql -XAtqc %s", sql)
 
 
-@pytest.mark.parametrize("unit", ["etcd", "patroni"])
+@pytest.mark.parametrize("unit", ["etcd", "patroni", "builder-etcd-leader-guard"])
 def test_services_running(host, unit):
     assert host.service(unit).is_running
 
@@ -66,3 +66,10 @@ def test_application_user_and_database_exist(host):
 def test_watchdog_matches_the_kernel(host, report):
     expected = "automatic" if host.file("/dev/watchdog").exists else "off"
     assert report["result"]["watchdog"] == expected
+
+
+def test_etcd_leader_guard_runs_unprivileged_against_this_nodes_patroni(host, address):
+    env = host.file("/etc/default/builder-etcd-leader-guard").content_string
+    assert env == f"PATRONI_URL=http://{address}:8008\n"
+    pid = host.check_output("systemctl show -p MainPID --value builder-etcd-leader-guard")
+    assert host.check_output("stat -c %%u /proc/%s", pid) != "0"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import re
 
 from builder.agent.config import NodeConfig
 from builder.agent.errors import AgentError
@@ -19,6 +20,8 @@ from builder.agent.services import Services
 MODULES = {"haproxy": "haproxy", "etcd-patroni": "etcd_patroni", "redis": "redis",
            "saleor-api": "saleor_api", "saleor-dashboard": "saleor_dashboard",
            "storefront": "storefront"}
+# What may go into a JS string in HTML and an environment file unescaped.
+URL = re.compile(r"https?://[^\s\"'`<>\\]+")
 
 
 @dataclasses.dataclass
@@ -52,6 +55,21 @@ class Inputs:
         the node's private address elsewhere."""
         default = "0.0.0.0" if self.config.target == "qemu" else self.node()["address"]
         return self.setting("bind", default)
+
+    def api_url(self) -> str:
+        """The Saleor GraphQL endpoint the frontends call: settings.api_url, or the API behind
+        the first haproxy peer (peers are sorted by name, so every node picks the same)."""
+        value = self.setting("api_url")
+        if value is None:
+            balancers = self.peers.get("haproxy", [])
+            if not balancers:
+                raise AgentError("no haproxy peer to reach the Saleor API through and no "
+                                 "settings.api_url")
+            value = f"http://{balancers[0]['address']}/graphql/"
+        if not isinstance(value, str) or not URL.fullmatch(value):
+            raise AgentError(f"settings.api_url must be an http(s) URL without spaces, quotes "
+                             f"or backslashes, got {value!r}")
+        return value
 
 
 def module_for(role: str):

@@ -30,29 +30,11 @@ SITE = "/etc/nginx/sites-enabled/saleor-dashboard.conf"
 # src/index.html: one key a line, string values, no nested braces).
 CONFIG_API_URL = re.compile(
     r'(window\.__SALEOR_CONFIG__\s*=\s*\{[^}]*?\bAPI_URL\s*:\s*")([^"\n]*)(")')
-# What may go into a JS string in HTML and an environment file unescaped.
-URL = re.compile(r"https?://[^\s\"'`<>\\]+")
-
-
-def api_url(inputs: Inputs) -> str:
-    """The Saleor GraphQL endpoint the frontends call: settings.api_url, or the API behind
-    the first haproxy peer (peers are sorted by name, so every node picks the same)."""
-    value = inputs.setting("api_url")
-    if value is None:
-        balancers = inputs.peers.get("haproxy", [])
-        if not balancers:
-            raise AgentError("no haproxy peer to reach the Saleor API through and no "
-                             "settings.api_url")
-        value = f"http://{balancers[0]['address']}/graphql/"
-    if not isinstance(value, str) or not URL.fullmatch(value):
-        raise AgentError(f"settings.api_url must be an http(s) URL without spaces, quotes or "
-                         f"backslashes, got {value!r}")
-    return value
 
 
 def with_api_url(html: str, url: str, source: str) -> str:
     """html with the API_URL of window.__SALEOR_CONFIG__ set to url (already checked by
-    api_url(), so it needs no escaping)."""
+    Inputs.api_url(), so it needs no escaping)."""
     text, count = CONFIG_API_URL.subn(lambda m: m[1] + url + m[3], html, count=1)
     if not count:
         raise AgentError(f'{source}: no API_URL: "..." in window.__SALEOR_CONFIG__ '
@@ -62,7 +44,7 @@ def with_api_url(html: str, url: str, source: str) -> str:
 
 def configure(inputs: Inputs) -> dict:
     node = inputs.node()
-    url = api_url(inputs)
+    url = inputs.api_url()
     pristine = inputs.root(PRISTINE)
     try:
         html = pristine.read_text(encoding="utf-8")

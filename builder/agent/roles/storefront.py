@@ -18,7 +18,6 @@ from collections.abc import Callable
 from builder.agent import readiness, templating
 from builder.agent.errors import AgentError
 from builder.agent.roles import Inputs
-from builder.agent.roles.saleor_dashboard import api_url
 
 ROLE = "storefront"
 PEER_ROLES = ["haproxy"]
@@ -65,7 +64,7 @@ def answers(url: str, seen: dict, timeout: float = 2.0) -> Callable[[], bool]:
 
 
 def configure(inputs: Inputs) -> dict:
-    ctx = {"node": inputs.node(), "port": PORT, "api_url": api_url(inputs),
+    ctx = {"node": inputs.node(), "port": PORT, "api_url": inputs.api_url(),
            "channel": channel(inputs), "bind": inputs.bind()}
     text = templating.render(inputs.root, ROLE, "storefront.env.j2", ctx)
     # No secret in it; systemd reads it as root, the group lets the service user read it too.

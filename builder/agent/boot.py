@@ -1,7 +1,9 @@
 """The boot sequence: identity -> config -> secrets -> discovery -> role -> status file.
 
-Every step is timed; the first failure stops the sequence and is reported as one line
-naming the step, in the status file as well as in the exit status.
+Every step is timed; a failure is reported as one line naming the step, in the status file
+as well as in the exit status. Discovery and the role's configuration are retried (state
+`retrying` in the status file meanwhile) because their failures are often a race with
+peers booting at the same time; the steps before them fail at once (bad input).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from builder.agent.services import Services
 ROLE_FILE = "/etc/builder/role.json"
 IMAGE_FILE = "/etc/builder/image.json"
 STATUS_FILE = "/run/builder/agent.json"
+# The discovery and role steps run again after a failure, up to settings.boot_attempts
+# times, boot_retry_seconds apart; the status file says `retrying` meanwhile.
+ATTEMPTS, RETRY_SECONDS = 3, 15.0
 
 
 def load_json(path: Path) -> dict:
@@ -71,24 +76,39 @@ def boot(root: Root, services: Services, *, discovery_timeout: float = 300.0) ->
         needed = baked.get("secrets", sorted(cfg.secrets))
         secrets = steps.run("secrets", node_config.resolve_secrets, cfg, needed, root,
                             region=identity.region)
-        peers = steps.run("discovery", discovery.discover, cfg, module.PEER_ROLES,
-                          timeout=discovery_timeout)
-        report["peers"] = peers
-        inputs = roles.Inputs(identity=identity, config=cfg, peers=peers, secrets=secrets,
-                              root=root, services=services)
-        report["result"] = steps.run("role", module.configure, inputs)
+        attempts = int(cfg.settings.get("boot_attempts", ATTEMPTS))
+        for attempt in range(1, attempts + 1):
+            report["attempts"] = attempt
+            try:
+                peers = steps.run("discovery", discovery.discover, cfg, module.PEER_ROLES,
+                                  timeout=discovery_timeout)
+                report["peers"] = peers
+                inputs = roles.Inputs(identity=identity, config=cfg, peers=peers,
+                                      secrets=secrets, root=root, services=services)
+                report["result"] = steps.run("role", module.configure, inputs)
+                break
+            except Exception as exc:
+                if attempt >= attempts:
+                    raise
+                # Peers booting at the same moment race (two etcd joins, a primary not
+                # elected yet): the role steps are safe to run again, so try again.
+                report.update(state="retrying", error=f"{steps.current}: {_describe(exc)}")
+                write_status(root, report)
+                time.sleep(float(cfg.settings.get("boot_retry_seconds", RETRY_SECONDS)))
+        report.pop("error", None)
         report["state"] = "ready"
-    except AgentError as exc:
-        report["state"] = "failed"
-        report["error"] = f"{steps.current}: {exc}"
     except Exception as exc:  # the status file must say why a boot died, whatever it was
         report["state"] = "failed"
-        report["error"] = f"{steps.current}: {type(exc).__name__}: {exc}"
+        report["error"] = f"{steps.current}: {_describe(exc)}"
     finally:
         report["services"] = services.calls
         report["seconds"] = round(time.monotonic() - started, 2)
         write_status(root, report)
     return report
+
+
+def _describe(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
 
 
 def write_status(root: Root, report: dict) -> None:

@@ -10,7 +10,7 @@ cluster and a token unique to the cluster and its members.
 
 Known limit: two replacements joining at once can race (etcd admits one learner at a
 time; a member added by a peer that discovery does not list yet looks dead). The loser's
-boot fails and reports it; running the agent again lets it join.
+role step fails, and the agent's next attempt (builder/agent/boot.py) joins.
 """
 
 from __future__ import annotations

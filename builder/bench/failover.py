@@ -7,7 +7,10 @@ HAProxy booted by `builder cluster up`) under a steady writer through HAProxy 54
 - the same kills with Patroni's default timing (ttl 30, loop_wait 10, retry_timeout 10,
   primary_start_timeout 300), set through Patroni's dynamic configuration in the same run;
 - the seed's HAProxy `tcp-check` backend in place of ours: writes sent to replicas, and
-  acknowledged writes lost across a primary kill.
+  acknowledged writes lost across a primary kill;
+- what the etcd leadership guard is worth (builder/agent/etcd_leader.py): with the guards
+  stopped, kills alternate between a primary whose VM was made etcd's leader too and one
+  whose VM was not (etcdctl move-leader before each kill).
 
 Goals (issue 4): node-crash outage <= 15 s median, switchover <= 3 s, 0 writes lost.
 Needs the etcd-patroni and haproxy images (`builder bake etcd-patroni haproxy`).
@@ -35,15 +38,17 @@ from builder.errors import OperationError, UserError
 DESCRIPTION = "primary kill / switchover write outage, ours vs Patroni defaults vs seed tcp-check"
 KILLS = 5
 SWITCHOVERS = 3
+COLOCATED_KILLS = 6
 SEED_WRITE_SECONDS = 30
 GOALS = {"crash_outage_median_s": 15.0, "switchover_outage_max_s": 3.0, "lost_writes": 0}
 PATRONI_DEFAULTS = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10,
                     "primary_start_timeout": 300}
 ENV = "bench-failover"
 PATRONICTL = "sudo -u postgres patronictl -c /etc/patroni/config.yml"
-# A subset of the phases, comma-separated (the whole part takes ~50 min under TCG).
+# A subset of the phases, comma-separated (the whole part takes ~75 min under TCG).
 PHASES_VAR = "BUILDER_BENCH_FAILOVER_PHASES"
-PHASES = ("ours", "switchover", "defaults", "seed")
+PHASES = ("ours", "switchover", "colocated", "defaults", "seed")
+GUARD = "builder-etcd-leader-guard"
 
 
 def available() -> str | None:
@@ -95,11 +100,14 @@ class Bench:
 
     # -------------------------------------------------------------------- measurements
 
-    def kills(self, dsn: str, count: int, label: str) -> dict:
+    def kills(self, dsn: str, count: int, label: str, arrange=None) -> dict:
+        """`count` primary kills; arrange(i), when given, prepares the cluster before kill i."""
         from builder.cluster.writer import Writer
 
         outages, rejoin, lost, misrouted, both = [], [], 0, 0, []
         for i in range(count):
+            if arrange is not None:
+                arrange(i)
             status, _ = self.whole()
             old = health.leader(status)
             both.append(bool(old.get("etcd", {}).get("leader")))
@@ -155,6 +163,52 @@ class Bench:
             click.echo(f"  switchover {i + 1}/{count}: {old['name']} -> {candidate}, outage "
                        f"{outages[-1]:.2f} s")
         return {"outage_s": _stats(outages), "lost_writes": lost}
+
+    def colocated(self, dsn: str, count: int) -> dict:
+        """Kills with etcd's leader on the primary's VM (odd i) or elsewhere (even i), the
+        guards stopped so the placement holds."""
+        def arrange(i: int) -> None:
+            self.place_etcd_leader(on_primary=i % 2 == 1)
+
+        try:
+            result = self.kills(dsn, count, "guard off", arrange)
+        finally:
+            self.guards("start")
+        split = {True: [], False: []}
+        for outage, together in zip(result["outage_s"]["samples"],
+                                    result["killed_node_was_etcd_leader"], strict=True):
+            split[together].append(outage)
+        if not split[True] or not split[False]:
+            raise OperationError("colocated phase: the etcd leader did not stay where it was "
+                                 f"put: {result['killed_node_was_etcd_leader']}")
+        both, apart = _stats(split[True]), _stats(split[False])
+        return {"etcd_leader_on_killed_vm": both, "etcd_leader_elsewhere": apart,
+                "ratio_colocated_over_apart": round(both["median"] / apart["median"], 2),
+                "lost_writes": result["lost_writes"],
+                "misrouted_writes": result["misrouted_writes"]}
+
+    def guards(self, action: str) -> None:
+        for node in load_cluster(self.state, ENV).nodes:
+            if node.role == health.DB_ROLE:
+                self.on(node.name, f"sudo systemctl {action} {GUARD}")
+
+    def place_etcd_leader(self, on_primary: bool) -> None:
+        """Stop the guards (a restarted node's agent starts its own again), then move etcd's
+        leadership onto the primary's VM or onto the first replica's."""
+        self.guards("stop")
+        status, _ = self.whole()
+        primary = health.leader(status)["name"]
+        db = health.db_nodes(status)
+        target = primary if on_primary else sorted(n for n in db if n != primary)[0]
+        if db[target]["etcd"].get("leader"):
+            return
+        said = self.on(target, "etcdctl --endpoints=http://127.0.0.1:2379 endpoint status "
+                               "-w json")
+        member = json.loads(said)[0]["Status"]["header"]["member_id"]
+        urls = ",".join(f"http://{row['address']}:2379" for row in db.values())
+        self.on(target, f"etcdctl --endpoints={urls} move-leader {member:x}")
+        _wait(lambda: health.db_nodes(self.status())[target]["etcd"].get("leader"), 30,
+              f"etcd leadership on {target}")
 
     def set_timing(self, timing: dict) -> None:
         status, _ = self.whole()
@@ -253,6 +307,8 @@ def run(options: Options) -> dict:
             kills = max(options.repeat, KILLS) if "ours" in phases else 0
             ours = bench.kills(dsn, kills, "ours") if kills else None
             switch = bench.switchovers(dsn, SWITCHOVERS) if "switchover" in phases else None
+            colocated = (bench.colocated(dsn, max(options.repeat, COLOCATED_KILLS))
+                         if "colocated" in phases else None)
             defaults = None
             if "defaults" in phases:
                 bench.set_timing(PATRONI_DEFAULTS)
@@ -260,10 +316,10 @@ def run(options: Options) -> dict:
             seed = bench.seed_haproxy(dsn) if "seed" in phases else None
         finally:
             bench.cli("cluster", "down")
-    return summarize(up, cold, ours, switch, defaults, seed)
+    return summarize(up, cold, ours, switch, defaults, seed, colocated)
 
 
-def summarize(up, cold, ours, switch, defaults, seed) -> dict:
+def summarize(up, cold, ours, switch, defaults, seed, colocated=None) -> dict:
     rows = []
     if ours:
         rows.append(("ours: primary kill", ours["outage_s"]["median"], ours["outage_s"]["max"],
@@ -271,6 +327,10 @@ def summarize(up, cold, ours, switch, defaults, seed) -> dict:
     if switch:
         rows.append(("ours: switchover", switch["outage_s"]["median"],
                      switch["outage_s"]["max"], switch["lost_writes"], 0))
+    if colocated:
+        for key, label in (("etcd_leader_elsewhere", "guard off: etcd leader elsewhere"),
+                           ("etcd_leader_on_killed_vm", "guard off: etcd leader killed too")):
+            rows.append((label, colocated[key]["median"], colocated[key]["max"], "", ""))
     if defaults:
         rows.append(("Patroni defaults: primary kill", defaults["outage_s"]["median"],
                      defaults["outage_s"]["max"], defaults["lost_writes"],
@@ -283,6 +343,9 @@ def summarize(up, cold, ours, switch, defaults, seed) -> dict:
     if ours and defaults:
         ratio = round(ours["outage_s"]["median"] / max(defaults["outage_s"]["median"], 0.01), 2)
         click.echo(f"outage ratio ours/defaults: {ratio}")
+    if colocated:
+        click.echo("outage ratio etcd leader on the killed VM / elsewhere: "
+                   f"{colocated['ratio_colocated_over_apart']}")
     if seed:
         click.echo(f"seed tcp-check sent {seed['misrouted_share']:.0%} of steady writes to "
                    "replicas")
@@ -294,4 +357,5 @@ def summarize(up, cold, ours, switch, defaults, seed) -> dict:
     return {"goals": GOALS, "goal_met": goal_met, "cold_up_seconds": cold,
             "boot_to_ready_s": up["ready_seconds"], "ours": ours, "switchover": switch,
             "patroni_defaults": defaults and {**defaults, "timing": PATRONI_DEFAULTS},
-            "ratio_ours_over_defaults": ratio, "seed_tcp_check": seed}
+            "ratio_ours_over_defaults": ratio, "seed_tcp_check": seed,
+            "etcd_leader_guard_off": colocated}

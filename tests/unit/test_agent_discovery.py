@@ -66,3 +66,16 @@ def test_tags_wait_for_the_environment_count_then_fail_naming_it():
                       nodes={"etcd-patroni": 3})
     with pytest.raises(AgentError, match="discovery: 2 of 3 etcd-patroni peers of cluster shop"):
         discover(cfg, ["etcd-patroni"], timeout=0.2, interval=0.1)
+
+
+@mock_aws
+def test_tags_do_not_wait_for_the_own_role_when_it_is_not_a_peer_role():
+    """HAProxy asks for the database and API nodes, not for other HAProxies: the
+    environment's haproxy count must not hold its boot until the timeout."""
+    ec2 = boto3.client("ec2", region_name="eu-central-1")
+    db = _launch(ec2, 3, "etcd-patroni")
+    cfg = node_config({"method": "aws-tags", "region": "eu-central-1"},
+                      nodes={"etcd-patroni": 3, "haproxy": 2}, role="haproxy")
+    found = discover(cfg, ["etcd-patroni", "saleor-api"], timeout=0.2, interval=0.1)
+    assert [p["name"] for p in found["etcd-patroni"]] == sorted(db)
+    assert found["saleor-api"] == []

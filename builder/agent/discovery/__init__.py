@@ -17,10 +17,14 @@ def discover(config, roles: list[str], *, timeout: float = 300.0,
     """role -> peers, for every role in `roles` (an empty list for a role with none).
 
     With tags, instances of one Auto Scaling group appear in the EC2 API seconds apart:
-    the node's own role is polled until the environment's count (node.yaml `nodes`) is
-    seen, because etcd's initial cluster and token must be the same on every member.
+    the node's own role, when it is among `roles`, is polled until the environment's count
+    (node.yaml `nodes`) is seen, because etcd's initial cluster and token must be the same
+    on every member.
     """
-    own_expected = config.nodes.get(config.role, 0) if config.method == "aws-tags" else 0
+    # Only a role that is its own peer (etcd) needs everyone at once; the others (HAProxy)
+    # start with whom they see and take the rest from `builder-agent refresh`.
+    waits = config.method == "aws-tags" and config.role in roles
+    own_expected = config.nodes.get(config.role, 0) if waits else 0
     started = time.monotonic()
     while True:
         found = {role: _one(config, role) for role in roles}

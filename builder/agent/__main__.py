@@ -1,8 +1,9 @@
 """`builder-agent`: configure this instance from its metadata, once per boot.
 
 `boot` writes /run/builder/agent.json (state ready, failed or unconfigured, with timings)
-and exits 1 only when the boot failed; `status` changes nothing; `etcd-leader-guard` runs
-until stopped on etcd-patroni nodes (builder/agent/etcd_leader.py).
+and exits 1 only when the boot failed; `status` changes nothing; `refresh` boots again only
+if discovery sees other peers than the last boot (HAProxy's timer); `etcd-leader-guard`
+runs until stopped on etcd-patroni nodes (builder/agent/etcd_leader.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import argparse
 import json
 import sys
 
-from builder.agent.boot import IMAGE_FILE, ROLE_FILE, boot, load_json
+from builder.agent.boot import IMAGE_FILE, ROLE_FILE, boot, load_json, refresh
 from builder.agent.config import NODE_FILE
+from builder.agent.errors import AgentError
 from builder.agent.metadata import discover, nocloud
 from builder.agent.paths import ENV_VAR, Root
 from builder.agent.services import Services
@@ -39,7 +41,7 @@ def status(root: Root | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="builder-agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["boot", "status", "etcd-leader-guard"],
+    parser.add_argument("command", choices=["boot", "status", "refresh", "etcd-leader-guard"],
                         nargs="?", default="status")
     parser.add_argument("--root", help=f"prefix of every absolute path (default ${ENV_VAR} "
                         "or /): rehearse a boot into a directory")
@@ -61,7 +63,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         print(json.dumps(status(root), indent=2))
         return 0
-    report = boot(root, Services(dry_run=args.dry_run_services))
+    services = Services(dry_run=args.dry_run_services)
+    if args.command == "refresh":
+        try:
+            result = refresh(root, services)
+        except AgentError as exc:
+            print(f"builder-agent refresh: {exc}", file=sys.stderr)
+            return 1
+        print(json.dumps(result, indent=2))
+        return 1 if result.get("state") == "failed" else 0
+    report = boot(root, services)
     print(json.dumps(report, indent=2))
     return 1 if report["state"] == "failed" else 0
 

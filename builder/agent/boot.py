@@ -107,6 +107,28 @@ def boot(root: Root, services: Services, *, discovery_timeout: float = 300.0) ->
     return report
 
 
+def refresh(root: Root, services: Services) -> dict:
+    """Discovery again; when a peer list differs from the last ready boot's, the boot runs
+    again (configs rendered anew, services reloaded). An empty list where the boot saw
+    peers is refused (an API hiccup must not empty a load balancer)."""
+    last = load_json(root(STATUS_FILE))
+    if last.get("state") != "ready":
+        return {"changed": False, "why": f"the last boot is {last.get('state', 'missing')}"}
+    cfg = node_config.load(root)
+    module = roles.module_for(cfg.role)
+    peers = discovery.discover(cfg, module.PEER_ROLES, timeout=0)
+    before = last.get("peers", {})
+    if peers == before:
+        return {"changed": False}
+    emptied = sorted(r for r in module.PEER_ROLES if before.get(r) and not peers.get(r))
+    if emptied:
+        raise AgentError(f"discovery found no {', '.join(emptied)} peers where the last boot "
+                         "saw some: configs kept")
+    report = boot(root, services)
+    return {"changed": True, "state": report["state"], "error": report.get("error"),
+            "before": before, "after": peers}
+
+
 def _describe(exc: Exception) -> str:
     return str(exc) if isinstance(exc, AgentError) else f"{type(exc).__name__}: {exc}"
 

@@ -208,7 +208,9 @@ def test_haproxy_routes_every_backend_with_the_stats_password(tmp_path):
     assert report["state"] == "ready", report.get("error")
     path = root("/etc/haproxy/haproxy.cfg")
     assert mode(path) == "0o640"
-    assert commands(report) == [f"haproxy -c -q -f {path}", "systemctl restart haproxy"]
+    assert commands(report) == [f"haproxy -c -q -f {path}",
+                                "systemctl reload-or-restart haproxy",
+                                "systemctl restart builder-peer-refresh.timer"]
     text = path.read_text()
     lines = [" ".join(line.split()) for line in text.splitlines()]
     assert "bind 0.0.0.0:5432" in lines and "bind 0.0.0.0:80" in lines
@@ -303,3 +305,54 @@ def test_the_baked_copy_boots_without_the_rest_of_builder(tmp_path):
     assert report["state"] == "ready"
     status = agent(["status", "--root", str(root.root)], baked=lib)
     assert json.loads(status.stdout)["cluster"] == "saleor"
+
+
+def _set_peers(root: Root, role: str, peers: list[dict]) -> None:
+    node = yaml.safe_load(root("/etc/builder/node.yaml").read_text())
+    node["discovery"]["peers"][role] = peers
+    root("/etc/builder/node.yaml").write_text(yaml.safe_dump(node))
+
+
+def test_refresh_with_the_same_peers_changes_nothing(tmp_path):
+    root = prepare(tmp_path, "haproxy")
+    rehearse(root)
+    before = root("/etc/haproxy/haproxy.cfg").read_text()
+    services = Services(dry_run=True)
+    assert boot.refresh(root, services) == {"changed": False}
+    assert services.calls == [] and root("/etc/haproxy/haproxy.cfg").read_text() == before
+
+
+def test_refresh_routes_to_a_replacement_with_a_new_address_by_reloading(tmp_path):
+    """An autoscaling group replaced saleor-api-1: same slot, new address."""
+    root = prepare(tmp_path, "haproxy")
+    rehearse(root)
+    moved = [PEERS["saleor-api"][0], {"name": "saleor-api-1", "address": "10.20.0.39"}]
+    _set_peers(root, "saleor-api", moved)
+    services = Services(dry_run=True)
+
+    result = boot.refresh(root, services)
+
+    assert result["changed"] and result["state"] == "ready"
+    assert result["after"]["saleor-api"] == moved
+    text = root("/etc/haproxy/haproxy.cfg").read_text()
+    assert "10.20.0.39:8000" in text and "10.20.0.32:8000" not in text
+    assert "systemctl reload-or-restart haproxy" in commands({"services": services.calls})
+    assert "systemctl restart haproxy" not in commands({"services": services.calls})
+    status = json.loads(root(boot.STATUS_FILE).read_text())
+    assert status["state"] == "ready" and status["peers"]["saleor-api"] == moved
+
+
+def test_refresh_refuses_to_empty_a_backend(tmp_path):
+    root = prepare(tmp_path, "haproxy")
+    rehearse(root)
+    before = root("/etc/haproxy/haproxy.cfg").read_text()
+    _set_peers(root, "etcd-patroni", [])
+    with pytest.raises(boot.AgentError, match="no etcd-patroni peers where the last boot"):
+        boot.refresh(root, Services(dry_run=True))
+    assert root("/etc/haproxy/haproxy.cfg").read_text() == before
+
+
+def test_refresh_waits_for_a_ready_boot(tmp_path):
+    root = prepare(tmp_path, "haproxy")
+    assert boot.refresh(root, Services(dry_run=True)) == {
+        "changed": False, "why": "the last boot is missing"}

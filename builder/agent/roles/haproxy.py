@@ -5,6 +5,10 @@ the VM through QEMU's user network, else the node's private address), `stats_use
 (stats), `replica_max_lag` (bytes a replica may trail and still take reads; 1 MB, the
 same bound Patroni uses for failover), `api_host` (Host header of the API health check;
 it must be in Saleor's ALLOWED_HOSTS; default localhost).
+
+`builder-peer-refresh.timer` runs `builder-agent refresh` every 30 s: when discovery sees
+other backends than the last boot did, the config is rendered again and HAProxy reloads,
+so a database or API node that an autoscaling group replaced (new address) is routed to.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from builder.agent.roles import Inputs
 ROLE = "haproxy"
 PEER_ROLES = ["etcd-patroni", "saleor-api", "saleor-dashboard"]
 CONFIG = "/etc/haproxy/haproxy.cfg"
+REFRESH_TIMER = "builder-peer-refresh.timer"
 
 
 def context(inputs: Inputs) -> dict:
@@ -37,7 +42,9 @@ def configure(inputs: Inputs) -> dict:
     # privileges on reload.
     path = templating.write(inputs.root, CONFIG, text, mode=0o640, group="haproxy")
     inputs.services.run("haproxy", "-c", "-q", "-f", str(path))
-    inputs.services.restart("haproxy")
+    inputs.services.reload_or_start("haproxy")
+    # Backends change after boot where replacements get new addresses (aws-tags).
+    inputs.services.restart(REFRESH_TIMER)
     report = {"files": [CONFIG], "bind": ctx["bind"],
               "backends": {r: len(inputs.peers.get(r, [])) for r in PEER_ROLES}}
     if inputs.services.dry_run:

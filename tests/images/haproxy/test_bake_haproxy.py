@@ -28,3 +28,10 @@ def test_writes_never_routed_by_a_plain_tcp_check(host):
     template = host.file("/usr/share/builder/templates/haproxy/haproxy.cfg.j2").content_string
     assert "tcp-check" not in template
     assert "OPTIONS /primary" in template
+
+
+def test_peer_refresh_timer_installed_but_not_enabled(host):
+    """The agent starts it after the first boot; enabled, it would run on a bare boot."""
+    timer = host.service("builder-peer-refresh.timer")
+    assert host.file("/etc/systemd/system/builder-peer-refresh.timer").exists
+    assert not timer.is_enabled and not timer.is_running

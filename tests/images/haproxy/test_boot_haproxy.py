@@ -70,3 +70,10 @@ token = base64.b64encode(f"{sys.argv[2]}:{sys.argv[3]}".encode()).decode()
 req.add_header("Authorization", "Basic " + token)
 print(urllib.request.urlopen(req, timeout=10).read().decode())
 """
+
+
+def test_peer_refresh_timer_runs_and_finds_the_same_backends(host):
+    assert host.service("builder-peer-refresh.timer").is_running
+    said = host.run("sudo /usr/local/sbin/builder-agent refresh")
+    assert said.rc == 0, said.stderr
+    assert json.loads(said.stdout) == {"changed": False}

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from builder.agent.roles import APP_DATABASE, APP_USER
 from builder.cluster import probe
 from builder.cluster.health import DB_ROLE
 from builder.cluster.manage import resolve
 from builder.cluster.state import USER, Cluster, load
 
-# Which HAProxy port serves what, and the settings the agent uses for them.
+# Which HAProxy port serves what.
 ENDPOINTS = {"postgres": 5432, "postgres-replicas": 5433, "api": 80, "dashboard": 9000,
              "stats": 8080}
-APP_DATABASE = APP_USER = "saleor"
 
 
 def endpoints(cluster: Cluster, secrets: dict[str, str]) -> dict:

@@ -20,6 +20,10 @@ from builder.agent.services import Services
 MODULES = {"haproxy": "haproxy", "etcd-patroni": "etcd_patroni", "redis": "redis",
            "saleor-api": "saleor_api", "saleor-dashboard": "saleor_dashboard",
            "storefront": "storefront"}
+# The application's PostgreSQL role and database: created by the etcd-patroni nodes
+# (settings app_user/app_database), used by saleor-api (db_user/db_name) and by the DSN that
+# `builder cluster status` prints.
+APP_USER = APP_DATABASE = "saleor"
 # What may go into a JS string in HTML and an environment file unescaped.
 URL = re.compile(r"https?://[^\s\"'`<>\\]+")
 

@@ -33,7 +33,8 @@ import re
 from builder.agent import etcd_join, readiness, templating
 from builder.agent.errors import AgentError
 from builder.agent.etcd import Client
-from builder.agent.roles import Inputs
+from builder.agent.roles import APP_DATABASE as APP_DB_NAME
+from builder.agent.roles import APP_USER, Inputs
 
 ROLE = "etcd-patroni"
 PEER_ROLES = ["etcd-patroni"]
@@ -99,8 +100,8 @@ def context(inputs: Inputs, decision: etcd_join.Decision, watchdog: str) -> dict
 def write_app_database(inputs: Inputs) -> None:
     """What the post_bootstrap hook creates: names as psql variables, the password alone
     in a postgres-only file (psql reads it with a backtick command, so it is never in argv)."""
-    names = {"app_user": inputs.setting("app_user", "saleor"),
-             "app_db": inputs.setting("app_database", "saleor")}
+    names = {"app_user": inputs.setting("app_user", APP_USER),
+             "app_db": inputs.setting("app_database", APP_DB_NAME)}
     for key, value in names.items():
         if not isinstance(value, str) or not IDENTIFIER.match(value):
             raise AgentError(f"setting {key}: {value!r} is not a lower-case SQL identifier")

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from builder.agent import migrations, readiness, templating
 from builder.agent.errors import AgentError
-from builder.agent.roles import Inputs
+from builder.agent.roles import APP_DATABASE, APP_USER, Inputs
 
 ROLE = "saleor-api"
 PEER_ROLES = ["haproxy", "redis", "saleor-api", "saleor-dashboard", "storefront"]
@@ -60,8 +60,8 @@ def context(inputs: Inputs) -> dict:
     node = inputs.node()
     haproxy = _first(inputs, "haproxy")
     redis = _first(inputs, "redis")
-    user = inputs.setting("db_user", "saleor")
-    database = inputs.setting("db_name", "saleor")
+    user = inputs.setting("db_user", APP_USER)
+    database = inputs.setting("db_name", APP_DATABASE)
     password = quote(inputs.secrets["saleor_db_password"], safe="")
     own = [node["address"], *[p["address"] for p in inputs.peers.get("haproxy", [])],
            "localhost", "127.0.0.1"]

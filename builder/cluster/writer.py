@@ -36,6 +36,9 @@ class Writer:
     errors: list[tuple[float, str]] = dataclasses.field(default_factory=list)
     misrouted: int = 0    # refused because the server was a read-only replica
     attempts: int = 0
+    # A new connection for every write, as Django's default CONN_MAX_AGE=0 does (Saleor):
+    # each write is then routed by the proxy on its own.
+    fresh: bool = False
 
     def __post_init__(self):
         self._stop = threading.Event()
@@ -73,6 +76,8 @@ class Writer:
                                    "inet_server_addr()) RETURNING host(server)", (seq,)).fetchone()
                 self._seq = seq
                 self.acks.append(Ack(seq, time.monotonic(), row[0]))
+                if self.fresh:
+                    conn = self._close(conn)
             except psycopg.errors.ReadOnlySqlTransaction as exc:
                 self.misrouted += 1
                 self._seq += 1  # never reuse a number a replica might have seen
@@ -102,10 +107,13 @@ class Writer:
     def acked_after(self, moment: float) -> list[Ack]:
         return [a for a in self.acks if a.at > moment]
 
-    def outage_around(self, moment: float) -> float:
+    def outage_around(self, moment: float, until: float | None = None) -> float:
         """The longest gap between consecutive acknowledgements that spans `moment` or
-        starts after it: what an application saw of a failure at `moment`."""
+        starts after it: what an application saw of a failure at `moment`. With `until`,
+        a gap still open then counts up to it (no write taken since)."""
         times = [a.at for a in self.acks]
+        if until is not None and times and times[-1] < until:
+            times.append(until)
         gaps = [(b - a) for a, b in zip(times, times[1:], strict=False) if b > moment]
         return round(max(gaps, default=0.0), 2)
 

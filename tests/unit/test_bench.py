@@ -78,3 +78,16 @@ def test_check_makes_a_missed_goal_fail(fake_runs, tmp_path):
     result = CliRunner().invoke(runner.main, ["render", "--repeat", "3", "--check",
                                               "--results", str(tmp_path)])
     assert result.exit_code == 1
+
+
+def test_an_outage_still_open_counts_up_to_the_end_of_the_window():
+    """The seed's proxy leaves a session to a killed primary hanging: no write is taken
+    after the kill, which is the longest outage, not none."""
+    from builder.cluster.writer import Ack, Writer
+
+    writer = Writer("postgresql://unused")
+    writer.acks = [Ack(i, float(i), "10.0.0.1") for i in range(10)]
+    assert writer.outage_around(9.5) == 0.0
+    assert writer.outage_around(9.5, until=69.5) == 60.5
+    writer.acks.append(Ack(10, 30.0, "10.0.0.2"))
+    assert writer.outage_around(9.5, until=69.5) == 39.5

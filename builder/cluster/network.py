@@ -8,14 +8,12 @@ outlives `builder cluster up` and `builder cluster down` can find and stop it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
 
-from builder.cluster.process import live_pid
+from builder.cluster.process import end, live_pid
 from builder.errors import OperationError, UserError
 
 
@@ -61,12 +59,7 @@ class Switch:
     def stop(self, timeout: float = 10) -> bool:
         pid = self.pid()
         if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while self.running() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if self.running():
-                os.kill(pid, signal.SIGKILL)
+            end(pid, self.running, grace=timeout, name="vde_switch")
         shutil.rmtree(self.socket_dir, ignore_errors=True)
         self.pidfile.unlink(missing_ok=True)
         return pid is not None

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -20,7 +19,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from builder.cluster.process import live_pid
+from builder.cluster.process import end, live_pid
 from builder.errors import OperationError
 from builder.imagetest import ssh_config
 
@@ -162,38 +161,18 @@ class VM:
 
     def kill(self) -> bool:
         """Hard power-off (SIGKILL: no shutdown, no flush), as when a host dies."""
-        return self._signal(signal.SIGKILL, wait=10)
+        return self._end(signal.SIGKILL, grace=10)
 
     def stop(self, timeout: float = 15) -> bool:
         """Power off; True if it was running."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            return True
-        return self._signal(signal.SIGTERM, wait=timeout) or False
+        return self._end(signal.SIGTERM, grace=timeout)
 
-    def _signal(self, sig: int, wait: float) -> bool:
+    def _end(self, sig: int, grace: float) -> bool:
         pid = self.pid()
         if pid is None:
             return False
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            return False
-        deadline = time.monotonic() + wait
-        while self.pid() is not None:
-            if self.proc is not None:
-                self.proc.poll()
-            if time.monotonic() > deadline:
-                if sig == signal.SIGKILL:
-                    raise OperationError(f"{self.name}: qemu pid {pid} survived SIGKILL")
-                return self._signal(signal.SIGKILL, wait=10)
-            time.sleep(0.2)
-        return True
+        # running() polls a child QEMU, so it is reaped rather than left a zombie.
+        return end(pid, self.running, grace=grace, sig=sig, name=f"{self.name}: qemu")
 
     def __enter__(self) -> VM:
         return self.start()

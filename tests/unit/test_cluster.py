@@ -170,3 +170,24 @@ def test_an_environment_file_names_its_cluster(tmp_path):
     assert down.returncode == 0 and "no cluster lab" in down.stdout, down.stderr
     status = run_builder(["cluster", "status", "--env", str(tmp_path / "lab.yaml")], root)
     assert status.returncode == 2 and "environment lab" in status.stderr
+
+
+def test_end_asks_then_insists_and_reaps(tmp_path):
+    """SIGTERM first; a process that ignores it gets SIGKILL after the grace period."""
+    import subprocess
+    import sys
+
+    from builder.cluster.process import end
+
+    polite = subprocess.Popen(["sleep", "60"])
+    assert end(polite.pid, lambda: polite.poll() is None, grace=5, name="sleep")
+    assert polite.returncode == -15
+
+    stubborn = subprocess.Popen([sys.executable, "-c",
+                                 "import signal, time; signal.signal(signal.SIGTERM, "
+                                 "signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"],
+                                stdout=subprocess.PIPE)
+    assert stubborn.stdout.readline() == b"ready\n"
+    assert end(stubborn.pid, lambda: stubborn.poll() is None, grace=0.5, name="stubborn")
+    assert stubborn.returncode == -9
+    assert not end(stubborn.pid, lambda: False, grace=1, name="gone")

@@ -3,8 +3,9 @@
 A newly elected etcd leader renews every lease by its full TTL (etcd's lessor Promote). So
 when one VM holds both the Patroni leader key and etcd's leadership and dies, the leader key
 does not expire ttl minus the time since its last refresh after the crash, but a whole ttl
-after etcd's election: one crash costs two timeouts. The failover bench measured 27.3 s
-median write outage with both on the killed VM and 20.6 s without. Every etcd-patroni node
+after etcd's election: one crash costs two timeouts. The failover bench (guards off, same
+run, 3 kills each) measured 26.9 s median write outage with both on the killed VM and
+22.3 s with etcd's leader elsewhere; with the guards on, 5 kills: 22.3 s. Every etcd-patroni node
 runs this check every few seconds; only the primary's node ever acts, and only while its
 local etcd member is the leader: it hands leadership to a follower that answers.
 """

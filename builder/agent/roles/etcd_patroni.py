@@ -9,7 +9,11 @@ Patroni timing, tighter than Patroni's defaults (ttl 30, loop_wait 10, retry_tim
 which cost ~25 s of write outage per node crash in our lab (notes/ha.md):
 - ttl 20, loop_wait 5, retry_timeout 5 keep Patroni's rule loop_wait + 2*retry_timeout
   <= ttl (a leader that misses one loop and retries twice still holds the lock), and
-  20 s is the smallest ttl Patroni's maintainers advise.
+  20 s is the smallest ttl Patroni accepts. So a node crash costs, measured from the logs:
+  15-20 s until the leader key expires (ttl minus the time since its last refresh), 2 s
+  while the new leader's pre-promotion check waits for the dead node's REST API (a
+  timeout hard-coded in Patroni), ~0.5 s of promotion and 1-2 s of HAProxy checks:
+  ~22 s median under TCG, which no Patroni setting brings to 15 s.
 - primary_start_timeout 10: the default 300 s lets a primary whose PostgreSQL crashed
   spend 5 minutes restarting in place before anyone fails over; with synchronous_mode a
   synchronous standby holds every acknowledged commit, so failing over after 10 s loses

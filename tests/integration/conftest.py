@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,9 +39,14 @@ class Builder:
         return proc
 
     def popen(self, *args: str) -> subprocess.Popen:
+        # SIGINT at its default in the child, as for a job started from a terminal: a run of
+        # this suite in the background of a non-interactive shell inherits SIGINT ignored,
+        # and the interrupt test's Ctrl-C would then never reach builder.
         return subprocess.Popen([sys.executable, "-m", "builder", *args], cwd=self.root,
                                 env=self.env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                 signal.SIG_DFL))
 
 
 def qemu_processes(marker: str) -> list[str]:

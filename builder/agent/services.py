@@ -43,7 +43,7 @@ class Services:
         # restart, not start: a second boot run must apply freshly rendered configs.
         self.run("systemctl", "restart", unit)
 
-    def reload_or_start(self, unit: str) -> None:
+    def reload_or_restart(self, unit: str) -> None:
         """Apply freshly rendered configs without dropping what the unit serves (HAProxy's
         reload hands listeners to a new worker; the old one finishes its sessions)."""
         self.run("systemctl", "reload-or-restart", unit)

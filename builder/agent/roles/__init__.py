@@ -52,7 +52,6 @@ class Inputs:
         return {"name": name, "address": address, "instance_id": self.identity.instance_id,
                 "listed": bool(mine)}
 
-
     def bind(self) -> str:
         """Where a service the host must reach listens: setting `bind`, else everywhere on
         qemu (the host's forwards arrive on QEMU's user network, not the cluster NIC) and

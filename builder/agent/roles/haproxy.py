@@ -42,7 +42,7 @@ def configure(inputs: Inputs) -> dict:
     # privileges on reload.
     path = templating.write(inputs.root, CONFIG, text, mode=0o640, group="haproxy")
     inputs.services.run("haproxy", "-c", "-q", "-f", str(path))
-    inputs.services.reload_or_start("haproxy")
+    inputs.services.reload_or_restart("haproxy")
     # Backends change after boot where replacements get new addresses (aws-tags).
     inputs.services.restart(REFRESH_TIMER)
     report = {"files": [CONFIG], "bind": ctx["bind"],

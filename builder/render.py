@@ -154,6 +154,12 @@ def _bundle_context(bundle: bundles.Bundle | None) -> dict | None:
             "file": bundle.path.name, "sha256": bundle.sha256, "stand_in": bundle.stand_in}
 
 
+def _container_context(role: RoleSpec) -> dict | None:
+    if role.container is None:
+        return None
+    return dataclasses.asdict(role.container) | {"ref": role.container.ref}
+
+
 def _place(src: Path, dest: Path) -> None:
     """A hard link where possible: bundles are large and never modified in place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +182,8 @@ def render_role(role: RoleSpec, target: str, env: Environment, project: Project,
                 dest: Path, jenv: jinja2.Environment) -> Rendered:
     """Write one role's directory at dest (which must not exist)."""
     bundle = bundle_for(role, project)
-    ctx = context_for(role, target, env) | {"bundle": _bundle_context(bundle)}
+    ctx = context_for(role, target, env) | {"bundle": _bundle_context(bundle),
+                                             "container": _container_context(role)}
     files = dest / "files"
     (files / "role").mkdir(parents=True)
     role_dir = project.templates / role.role

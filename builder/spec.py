@@ -16,6 +16,8 @@ ROLE_NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 PACKAGE = re.compile(r"^[a-z0-9][a-z0-9+.-]+(=[A-Za-z0-9.+:~*-]+)?$")
 UNIT = re.compile(r"^[A-Za-z0-9@_.-]+$")
 SIZE = re.compile(r"^[1-9][0-9]*[MG]$")
+# registry host[:port] / path, lower case (the OCI distribution spec's repository names).
+IMAGE_NAME = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+")
 TARGETS = ("qemu", "aws")
 
 
@@ -114,6 +116,44 @@ class BundleSpec:
     version: str | None = checked(_bundle_version, default=None)
 
 
+def _image_name(value: str) -> None:
+    if not IMAGE_NAME.fullmatch(value):
+        raise ValueError(f"expected a registry/repository name like ghcr.io/saleor/saleor "
+                         f"(no tag), got {value!r}")
+
+
+def _tag(value: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", value):
+        raise ValueError(f"expected an image tag like 3.23.28, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerSpec:
+    """An OCI image the bake pulls with podman (through the environment's registry mirror,
+    if any) and keeps in the image's storage; the role's units run it, never pulling at boot.
+    `digest` pins the content a tag may later stop naming."""
+
+    image: str = checked(_image_name)
+    tag: str = checked(_tag)
+    digest: str | None = checked(_sha256, default=None)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.image}:{self.tag}" + (f"@{self.digest}" if self.digest else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class InstallExtras:
+    """What one install method adds to the role's packages and files."""
+
+    packages: list[str] = checked(_each(PACKAGE, "Debian package (name or name=version)"),
+                                  default_factory=list)
+    files: list[FileSpec] = dataclasses.field(default_factory=list)
+
+
+INSTALL_METHODS = ("bundle", "container")
+
+
 @dataclasses.dataclass(frozen=True)
 class QemuSettings:
     memory: int = checked(_positive, default=1024)
@@ -146,7 +186,13 @@ class RoleSpec:
     files: list[FileSpec] = dataclasses.field(default_factory=list)
     templates: list[str] = checked(lambda v: [_relative(x) for x in v], default_factory=list)
     scripts: list[str] = checked(lambda v: [_relative(x) for x in v], default_factory=list)
+    # How the application arrives: from a vendored `bundle`, or as a `container` image.
+    # A spec may describe both and choose with `install`; `per_install` adds each method's
+    # own packages and files. The loaded spec keeps only the chosen method's parts.
+    install: Literal["bundle", "container"] | None = None
     bundle: BundleSpec | None = None
+    container: ContainerSpec | None = None
+    per_install: dict[str, InstallExtras] = dataclasses.field(default_factory=dict)
     services: list[ServiceSpec] = dataclasses.field(default_factory=list)
     ports: list[int] = checked(_ports, default_factory=list)
     # Names of secrets the role needs at boot (values arrive then, never at bake).
@@ -180,15 +226,48 @@ def load_role(path: Path, project: Project) -> RoleSpec:
         raise source.error(("role",), f"must match the file name {path.stem!r}, got {spec.role!r}")
     object.__setattr__(spec, "path", path)
     _check_role_files(spec, project, source)
+    _choose_install(spec, source)
     return spec
+
+
+def _choose_install(spec: RoleSpec, source: Source) -> None:
+    """Fold the chosen install method into the spec: its extras join packages and files, the
+    other method is dropped (it must not reach the content key or the bake)."""
+    for method in spec.per_install:
+        if method not in INSTALL_METHODS:
+            raise source.error(("per_install", method),
+                               f"unknown install method (known: {', '.join(INSTALL_METHODS)})")
+    method = spec.install
+    if method is None:
+        given = [m for m in INSTALL_METHODS if getattr(spec, m) is not None]
+        if len(given) > 1:
+            raise source.error(("install",), "bundle and container both given: choose one")
+        if not given:
+            if spec.per_install:
+                raise source.error(("per_install",), "no bundle or container to install")
+            return
+        method = given[0]
+    if getattr(spec, method) is None:
+        raise source.error(("install",), f"is {method!r}, but the spec has no {method} section")
+    extras = spec.per_install.get(method, InstallExtras())
+    for name, value in (("install", method), ("per_install", {}),
+                        ("packages", spec.packages + extras.packages),
+                        ("files", spec.files + extras.files)):
+        object.__setattr__(spec, name, value)
+    for other in INSTALL_METHODS:
+        if other != method:
+            object.__setattr__(spec, other, None)
 
 
 def _check_role_files(spec: RoleSpec, project: Project, source: Source) -> None:
     role_dir = project.templates / spec.role
-    for i, f in enumerate(spec.files):
+    # Every method's files, not only the chosen one's: switching methods must not find a gap.
+    files = [(("files", i, "src"), f) for i, f in enumerate(spec.files)]
+    files += [(("per_install", m, "files", i, "src"), f)
+              for m, extras in spec.per_install.items() for i, f in enumerate(extras.files)]
+    for field, f in files:
         if not (role_dir / f.src).is_file():
-            raise source.error(("files", i, "src"),
-                               f"no such file {project.display(role_dir / f.src)}")
+            raise source.error(field, f"no such file {project.display(role_dir / f.src)}")
     for key in ("templates", "scripts"):
         for i, name in enumerate(getattr(spec, key)):
             if not (role_dir / name).is_file():
@@ -274,6 +353,14 @@ class AwsEnvironment:
     ami_regions: list[str] = dataclasses.field(default_factory=list)
 
 
+def _registry_mirrors(values: dict[str, str]) -> None:
+    for registry, mirror in values.items():
+        if not re.fullmatch(r"[a-z0-9.-]+(:[0-9]+)?", registry):
+            raise ValueError(f"{registry!r} is not a registry host[:port]")
+        if not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9._/-]+)?", mirror):
+            raise ValueError(f"mirror of {registry}: expected host[:port][/path], got {mirror!r}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Mirrors:
     """Package mirrors used INSIDE the bake VM (none: the base image's own sources)."""
@@ -284,6 +371,10 @@ class Mirrors:
     apt_proxy: str | None = checked(_url, default=None)
     pip: str | None = checked(_url, default=None)
     npm: str | None = checked(_url, default=None)
+    # Container registry mirrors for podman pulls in the bake, e.g. {ghcr.io: "10.0.2.2:5000"}
+    # (host[:port][/path], TLS verified: trust a private CA with ca_certificates). Bake-time
+    # only: the image keeps no mirror setting.
+    registries: dict[str, str] = checked(_registry_mirrors, default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,15 +1,42 @@
 #!/bin/sh
-# Installs Saleor from its bundle ($BUILDER_BUNDLE, docs/bundles.md) with no network: the
-# venv gets the bundle's wheels only. Runs as root during the bake.
+# Installs Saleor by the image's method, as root during the bake:
+# - bundle ($BUILDER_BUNDLE, docs/bundles.md): no network, the venv gets the bundle's wheels;
+# - container ($BUILDER_CONTAINER_IMAGE, pulled by provision.sh): the Quadlet units get the
+#   image, and nginx gets the image's static files.
 set -eu
-B="${BUILDER_BUNDLE:?the bundle is unpacked by provision.sh}"
-runtime=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["runtime"]["python"])' "$B/bundle.json")
 
 id saleor >/dev/null 2>&1 || useradd --system --home-dir /var/lib/saleor --no-create-home \
   --shell /usr/sbin/nologin saleor
 install -d -m 0755 -o root -g root /opt/saleor
 install -d -m 0750 -o saleor -g saleor /var/lib/saleor /var/lib/saleor/media
 install -d -m 0750 -o root -g saleor /etc/saleor
+# Only the API's own site listens: nothing on :80 of this node.
+rm -f /etc/nginx/sites-enabled/default
+
+if [ -n "${BUILDER_CONTAINER_IMAGE:-}" ]; then
+  IMAGE="$BUILDER_CONTAINER_IMAGE"
+  for unit in /etc/containers/systemd/saleor-api.container \
+              /etc/containers/systemd/saleor-worker.container \
+              /etc/systemd/system/saleor-beat.service; do
+    sed -i -e "s#@IMAGE@#$IMAGE#g" -e "s#@UID@#$(id -u saleor)#g" -e "s#@GID@#$(id -g saleor)#g" "$unit"
+  done
+  # The image's collected static files, served by nginx on the host (DEBUG is off).
+  rm -rf /opt/saleor/static
+  podman create --name builder-static --pull never "$IMAGE" true >/dev/null
+  trap 'podman rm --force --ignore builder-static >/dev/null' EXIT
+  podman cp builder-static:/app/static /opt/saleor/static
+  chown -R root:root /opt/saleor
+  chmod -R u=rwX,go=rX /opt/saleor
+  # Quadlet's generator must accept both units (it skips a unit it cannot parse, silently).
+  /usr/lib/systemd/system-generators/podman-system-generator --dryrun >/tmp/quadlet.out
+  grep -q 'saleor-api.service' /tmp/quadlet.out && grep -q 'saleor-worker.service' /tmp/quadlet.out
+  rm -f /tmp/quadlet.out
+  echo "builder: saleor container $IMAGE installed ($(find /opt/saleor/static -type f | wc -l) static files)"
+  exit 0
+fi
+
+B="${BUILDER_BUNDLE:?the bundle is unpacked by provision.sh}"
+runtime=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["runtime"]["python"])' "$B/bundle.json")
 
 rm -rf /opt/saleor/app /opt/saleor/venv /opt/saleor/python
 cp -R "$B/app" /opt/saleor/app
@@ -33,6 +60,4 @@ fi
 install -m 0644 "$B/bundle.json" /opt/saleor/bundle.json
 chown -R root:root /opt/saleor
 chmod -R u=rwX,go=rX /opt/saleor
-# Only the API's own site listens: nothing on :80 of this node.
-rm -f /etc/nginx/sites-enabled/default
 echo "builder: saleor $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["version"])' "$B/bundle.json") installed ($runtime python $("$PY" -c 'import platform; print(platform.python_version())'))"

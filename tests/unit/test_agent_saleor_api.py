@@ -18,7 +18,7 @@ PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\nkqhkiG9w0BAQEF\n-----END PRI
 
 
 def instance(tmp_path, *, peers: dict | None = None, settings: dict | None = None,
-             bundle: dict | None = None):
+             bundle: dict | None = None, container: dict | None = None):
     secrets = {"saleor_secret_key": "sk", "saleor_rsa_private_key": PEM,
                "saleor_db_password": "p@ss/word", "redis_password": "r:pw"}
     root = prepare(tmp_path, "saleor-api", secrets=secrets, settings=settings, address=ADDRESS)
@@ -26,8 +26,14 @@ def instance(tmp_path, *, peers: dict | None = None, settings: dict | None = Non
     node["discovery"]["peers"] = {**node["discovery"]["peers"], "haproxy": HAPROXY,
                                   **(peers or {})}
     root("/etc/builder/node.yaml").write_text(yaml.safe_dump(node))
-    image = {"role": "saleor-api", "version": "1.1.0",
-             "bundle": bundle if bundle is not None else {"app": "saleor", "version": "3.23.28"}}
+    image = {"role": "saleor-api", "version": "1.1.0"}
+    if container is not None:
+        image["container"] = container
+        root("/etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n"
+                                       "saleor:x:996:993::/var/lib/saleor:/usr/sbin/nologin\n")
+    else:
+        image["bundle"] = bundle if bundle is not None else {"app": "saleor",
+                                                              "version": "3.23.28"}
     root("/etc/builder/image.json").write_text(json.dumps(image))
     return root
 
@@ -71,6 +77,43 @@ def test_migrate_once_then_units_in_order(tmp_path):
                                  ("saleor-api", "saleor-worker", "saleor-beat", "nginx")]
     assert ran.index("nginx -t -q") < migrate
     assert report["result"]["migrate"]["release"] == "saleor-3.23.28"
+
+
+CONTAINER = {"image": "ghcr.io/saleor/saleor", "tag": "3.23.28",
+             "ref": "ghcr.io/saleor/saleor:3.23.28", "digest": "sha256:" + "a" * 64,
+             "stand_in": False}
+
+
+def test_container_image_migrates_in_the_image_as_the_host_saleor_user(tmp_path):
+    report = rehearse(instance(tmp_path, container=CONTAINER))
+    assert report["state"] == "ready", report.get("error")
+    ran = commands(report)
+    migrate = next(i for i, c in enumerate(ran) if c.endswith("manage.py migrate --no-input"))
+    assert ran[migrate].startswith("podman run --rm ")
+    assert ("--pull never --network host --env-file /etc/saleor/saleor.env --user 996:993 "
+            "--read-only") in ran[migrate]
+    assert " ghcr.io/saleor/saleor:3.23.28 python3 manage.py migrate" in ran[migrate]
+    assert ran[migrate + 1:] == [f"systemctl restart {u}" for u in
+                                 ("saleor-api", "saleor-worker", "saleor-beat", "nginx")]
+    assert report["result"]["migrate"]["release"] == "saleor-3.23.28"  # as a bundle of 3.23.28
+    assert report["result"]["install"] == "container"
+
+
+def test_nginx_serves_static_from_where_the_method_put_it(tmp_path):
+    bundle = instance(tmp_path / "b")
+    rehearse(bundle)
+    container = instance(tmp_path / "c", container=CONTAINER)
+    rehearse(container)
+    site = "/etc/nginx/sites-enabled/saleor.conf"
+    assert "alias /opt/saleor/app/static/;" in bundle(site).read_text()
+    assert "alias /opt/saleor/static/;" in container(site).read_text()
+
+
+def test_container_image_without_a_saleor_user_fails(tmp_path):
+    root = instance(tmp_path, container=CONTAINER)
+    root("/etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    report = rehearse(root)
+    assert report["state"] == "failed" and "no saleor user" in report["error"]
 
 
 def test_settings_extend_hosts_and_move_the_public_url(tmp_path):

@@ -88,9 +88,9 @@ CASES = [
          _replace("images/redis.yaml", "ports: [6379]\n", "ports: 6379\n")),
     Case("wrong-type-nested-list", ALL,
          ("images/saleor-api.yaml:{line}: files[0]: expected a mapping, got str",),
-         _replace("images/saleor-api.yaml", "  - src: saleor-api.service\n"
-                  "    dest: /etc/systemd/system/saleor-api.service\n",
-                  "  - saleor-api.service\n")),
+         _replace("images/saleor-api.yaml", "  - src: builder-singleton\n"
+                  "    dest: /usr/local/sbin/builder-singleton\n    mode: \"0755\"\n",
+                  "  - builder-singleton\n")),
     Case("bad-value", ALL, ("images/redis.yaml:{line}: version: expected a version like 1.2.3",),
          _replace("images/redis.yaml", "version: 1.0.0\n", "version: '1.0'\n")),
     Case("bad-enum", ALL, ("images/redis.yaml:{line}: base.suite: must be one of",),

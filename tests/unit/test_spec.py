@@ -166,3 +166,71 @@ def test_yaml_merge_keys_are_not_duplicates(project):
     proj = find_project(start=project)
     env = specs.load_environment("merged", proj, specs.load_roles(proj))
     assert (env.aws.region, env.aws.profile) == ("us-east-1", "ops")
+
+
+def _saleor_api(project: Path, old: str, new: str):
+    path = project / "images" / "saleor-api.yaml"
+    text = path.read_text()
+    assert text.count(old) == 1, f"images/saleor-api.yaml no longer holds {old!r}"
+    path.write_text(text.replace(old, new))
+    proj = find_project(start=project)
+    return specs.load_role(path, proj)
+
+
+def test_install_method_folds_in_its_own_packages_and_files_only(project):
+    bundle = _saleor_api(project, "install: bundle\n", "install: bundle\n")
+    assert bundle.install == "bundle" and bundle.container is None
+    assert bundle.bundle.app == "saleor" and bundle.per_install == {}
+    assert "python3-venv" in bundle.packages and "podman" not in bundle.packages
+    assert "/etc/systemd/system/saleor-api.service" in [f.dest for f in bundle.files]
+    container = _saleor_api(project, "install: bundle\n", "install: container\n")
+    assert container.install == "container" and container.bundle is None
+    assert container.container.ref == "ghcr.io/saleor/saleor:3.23.28"
+    assert "podman" in container.packages and "python3-venv" not in container.packages
+    dests = [f.dest for f in container.files]
+    assert "/etc/containers/systemd/saleor-api.container" in dests
+    assert "/etc/systemd/system/saleor-api.service" not in dests
+    # What the content key and the image tests see: the chosen method alone.
+    assert "bundle" not in str(container.as_data()["per_install"])
+
+
+def test_container_digest_pins_the_reference(project):
+    role = _saleor_api(project, '  tag: "3.23.28"\n',
+                       '  tag: "3.23.28"\n  digest: sha256:' + "b" * 64 + "\n")
+    assert role.container is None  # install: bundle still
+    role = _saleor_api(project, "install: bundle\n", "install: container\n")
+    assert role.container.ref == "ghcr.io/saleor/saleor:3.23.28@sha256:" + "b" * 64
+
+
+@pytest.mark.parametrize(("old", "new", "field", "message"), [
+    ("install: bundle\n", "install: podman\n", "install", "must be one of"),
+    ("bundle:\n  app: saleor\n", "", "install", "no bundle section"),
+    ("install: bundle\n", "", "install", "both given"),
+    ("  container:\n    packages: [podman]\n", "  docker:\n    packages: [podman]\n",
+     "per_install.docker", "unknown install method"),
+    ("  image: ghcr.io/saleor/saleor\n", "  image: ghcr.io/saleor/saleor:3.23\n",
+     "container.image", "no tag"),
+    ('  tag: "3.23.28"\n', '  tag: "3.23 28"\n', "container.tag", "image tag"),
+    ("      - src: container/saleor-api.container\n",
+     "      - src: container/saleor-api.quadlet\n",
+     "per_install.container.files[0].src", "no such file"),
+])
+def test_install_mistakes_name_their_field(project, old, new, field, message):
+    with pytest.raises(UserError) as exc:
+        _saleor_api(project, old, new)
+    assert exc.value.field == field and message in str(exc.value), str(exc.value)
+    assert exc.value.file == "images/saleor-api.yaml"
+
+
+def test_registry_mirrors_are_checked(project):
+    (project / "environments").mkdir(exist_ok=True)
+    proj = find_project(start=project)
+    env = project / "environments" / "mirrored.yaml"
+    env.write_text("name: mirrored\nmirrors:\n  registries:\n    ghcr.io: 10.0.2.2:5000\n")
+    loaded = specs.load_environment("mirrored", proj, specs.load_roles(proj))
+    assert loaded.mirrors.registries == {"ghcr.io": "10.0.2.2:5000"}
+    env.write_text("name: mirrored\nmirrors:\n  registries:\n"
+                   "    ghcr.io: https://10.0.2.2:5000\n")
+    with pytest.raises(UserError) as exc:
+        specs.load_environment("mirrored", proj, specs.load_roles(proj))
+    assert exc.value.field == "mirrors.registries" and "host[:port]" in str(exc.value)

@@ -25,10 +25,23 @@ NGINX_SITE = "/etc/nginx/sites-enabled/saleor.conf"
 IMAGE_FILE = "/etc/builder/image.json"
 # Order matters only for the report; each unit waits for nothing but the network.
 UNITS = ("saleor-api", "saleor-worker", "saleor-beat", "nginx")
-MIGRATE = ("systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--uid=saleor",
-           "--gid=saleor", "--property=EnvironmentFile=" + ENV_FILE,
-           "--property=WorkingDirectory=/opt/saleor/app", "--setenv=PYTHONPATH=/opt/saleor/app",
-           "/opt/saleor/venv/bin/python", "manage.py", "migrate", "--no-input")
+# Where nginx finds the collected static files, by install method.
+STATIC_ROOT = {"bundle": "/opt/saleor/app/static", "container": "/opt/saleor/static"}
+
+
+def migrate_command(install: dict) -> tuple[str, ...]:
+    """`manage.py migrate` as the API units run Saleor: the bundle's venv as user saleor, or
+    the image (the user and confinement of its Quadlet units)."""
+    if install["method"] == "container":
+        return ("podman", "run", "--rm", "--replace", "--name", "saleor-migrate",
+                "--pull", "never", "--network", "host", "--env-file", ENV_FILE,
+                "--user", install["user"], "--read-only",
+                "--security-opt", "no-new-privileges", "--cap-drop", "all",
+                install["ref"], "python3", "manage.py", "migrate", "--no-input")
+    return ("systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--uid=saleor",
+            "--gid=saleor", "--property=EnvironmentFile=" + ENV_FILE,
+            "--property=WorkingDirectory=/opt/saleor/app", "--setenv=PYTHONPATH=/opt/saleor/app",
+            "/opt/saleor/venv/bin/python", "manage.py", "migrate", "--no-input")
 
 
 def _first(inputs: Inputs, role: str) -> str:
@@ -44,16 +57,30 @@ def _names(values) -> list[str]:
     return [str(v).strip() for v in values or [] if str(v).strip()]
 
 
-def release(inputs: Inputs) -> str:
-    """The Saleor release this image carries (its bundle), what migrations are keyed on."""
+def _passwd_ids(inputs: Inputs, user: str) -> str:
+    """uid:gid of a host user, as podman's --user takes it (a name would be the image's)."""
+    for line in inputs.root("/etc/passwd").read_text().splitlines():
+        fields = line.split(":")
+        if len(fields) > 3 and fields[0] == user:
+            return f"{fields[2]}:{fields[3]}"
+    raise AgentError(f"no {user} user in /etc/passwd: the image was not installed")
+
+
+def install(inputs: Inputs) -> dict:
+    """How this image carries Saleor (/etc/builder/image.json): the method, the release that
+    migrations are keyed on, and for a container its reference and the host user it runs as."""
     try:
         image = json.loads(inputs.root(IMAGE_FILE).read_text())
     except (OSError, ValueError):
         image = {}
+    container = image.get("container") or {}
+    if container.get("tag") and container.get("ref"):
+        return {"method": "container", "release": f"saleor-{container['tag']}",
+                "ref": container["ref"], "user": _passwd_ids(inputs, "saleor")}
     bundle = image.get("bundle") or {}
     if not bundle.get("version"):
-        raise AgentError(f"{IMAGE_FILE} names no Saleor bundle version")
-    return f"{bundle.get('app', 'saleor')}-{bundle['version']}"
+        raise AgentError(f"{IMAGE_FILE} names no Saleor bundle version or container image")
+    return {"method": "bundle", "release": f"{bundle.get('app', 'saleor')}-{bundle['version']}"}
 
 
 def context(inputs: Inputs) -> dict:
@@ -80,7 +107,8 @@ def context(inputs: Inputs) -> dict:
 
 
 def configure(inputs: Inputs) -> dict:
-    ctx = context(inputs)
+    how = install(inputs)
+    ctx = context(inputs) | {"static_root": STATIC_ROOT[how["method"]]}
     env = templating.render(inputs.root, ROLE, "saleor.env.j2", ctx)
     templating.write(inputs.root, ENV_FILE, env, mode=0o640, group="saleor")
     site = templating.render(inputs.root, ROLE, "nginx-saleor.conf.j2", ctx)
@@ -88,14 +116,16 @@ def configure(inputs: Inputs) -> dict:
     inputs.services.run("nginx", "-t", "-q")
     report: dict = {"files": [ENV_FILE, NGINX_SITE], "public_url": ctx["public_url"],
                     "allowed_hosts": ctx["allowed_hosts"]}
-    name = release(inputs)
+    name = how["release"]
+    migrate = migrate_command(how)
+    report["install"] = how["method"]
     if inputs.services.dry_run:
-        inputs.services.run(*MIGRATE)
+        inputs.services.run(*migrate)
         report["migrate"] = {"release": name, "dry_run": True}
     else:
         report["migrate"] = {"release": name, **migrations.once(
             ctx["database_url"], "migrate", name, ctx["node"]["name"],
-            lambda: inputs.services.run(*MIGRATE, timeout=float(
+            lambda: inputs.services.run(*migrate, timeout=float(
                 inputs.setting("migrate_timeout", 1800))),
             connect_timeout=float(inputs.setting("db_timeout", 900)),
             lock_timeout=float(inputs.setting("migrate_timeout", 1800)))}

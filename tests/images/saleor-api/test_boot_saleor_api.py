@@ -56,14 +56,31 @@ def test_unknown_host_header_refused(host, report):
     assert answer["status"] == 400
 
 
-def test_static_served_by_nginx(host, report):
-    path = host.check_output("cd /opt/saleor/app/static && find . -type f | head -1")[2:]
+STATIC = {"bundle": "/opt/saleor/app/static", "container": "/opt/saleor/static"}
+
+
+def test_static_served_by_nginx(host, report, spec):
+    path = host.check_output(f"cd {STATIC[spec['install']]} && find . -type f | head -1")[2:]
     answer = http(host, f"http://{report['identity']['address']}:8000/static/{path}")
     assert answer["status"] == 200
 
 
-def test_migrations_done_for_this_release(host, report):
+def test_migrations_done_for_this_release(host, report, spec):
     migrate = report["result"]["migrate"]
     image = json.loads(host.file("/etc/builder/image.json").content_string)
-    assert migrate["release"] == f"saleor-{image['bundle']['version']}"
+    version = image["container"]["tag"] if spec["install"] == "container" else \
+        image["bundle"]["version"]
+    assert migrate["release"] == f"saleor-{version}"
     assert migrate["by"]  # this node or the one that migrated first
+
+
+def test_containers_run_as_the_host_saleor_user_read_only(host, spec):
+    if spec["install"] != "container":
+        pytest.skip("a bundle image")
+    uid = host.user("saleor").uid
+    for name in ("saleor-api", "saleor-worker"):
+        inspect = json.loads(host.check_output("podman inspect %s", name))[0]
+        assert inspect["State"]["Running"], name
+        assert inspect["Config"]["User"].split(":")[0] == str(uid)
+        assert inspect["HostConfig"]["ReadonlyRootfs"] is True
+        assert inspect["HostConfig"]["NetworkMode"] == "host"

@@ -92,3 +92,21 @@ def make_builder(tmp_path_factory, shared_bases):
         (state / "bases").symlink_to(shared_bases, target_is_directory=True)
         return Builder(root, state)
     return make
+
+
+def post_boot_failures(builder: Builder, cluster, roles: tuple[str, ...], junit_dir: Path) -> dict:
+    """Each booted node of `roles` checked by its image suite's boot phase: what failed."""
+    from builder import imagetest
+    from builder.cluster.state import USER
+
+    failed = {}
+    for node in cluster.nodes:
+        if node.role not in roles:
+            continue
+        junit = junit_dir / f"{node.name}.xml"
+        rc = imagetest.run(Path(node.artifact) / "spec.json", "boot",
+                           f"{USER}@127.0.0.1:{node.ssh_port}", cluster.key, None, junit,
+                           builder.root)
+        if rc != 0:
+            failed[node.name] = junit.read_text()[-3000:] if junit.exists() else rc
+    return failed

@@ -8,13 +8,11 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import REPO, qemu_processes
+from conftest import REPO, post_boot_failures, qemu_processes
 
-from builder import imagetest
 from builder.cluster import probe
 from builder.cluster.state import USER, load
 from builder.cluster.vm import ssh
@@ -116,17 +114,7 @@ def test_every_node_ready_from_its_seed(shop):
 
 def test_post_boot_suites_pass_on_the_saleor_tier(shop, tmp_path):
     builder, _, cluster, _ = shop
-    failed = {}
-    for node in cluster.nodes:
-        if node.role not in SALEOR_TIER + ("haproxy",):
-            continue
-        junit = tmp_path / f"{node.name}.xml"
-        rc = imagetest.run(Path(node.artifact) / "spec.json", "boot",
-                           f"{USER}@127.0.0.1:{node.ssh_port}", cluster.key, None, junit,
-                           builder.root)
-        if rc != 0:
-            failed[node.name] = junit.read_text()[-3000:] if junit.exists() else rc
-    assert not failed, failed
+    assert not post_boot_failures(builder, cluster, SALEOR_TIER + ("haproxy",), tmp_path)
 
 
 def test_graphql_through_haproxy_port_80_from_the_database(shop):

@@ -40,6 +40,19 @@ def address(report) -> str:
     return report["identity"]["address"]
 
 
+def starts_at_boot(host, unit: str) -> bool:
+    """Whether systemd would start the unit at boot. A unit made by a generator (Quadlet)
+    reports `generated`, which testinfra counts as enabled; it starts at boot only if the
+    generator linked it into a target's .wants/."""
+    name = unit if "." in unit else f"{unit}.service"
+    state = host.run("systemctl is-enabled %s", name).stdout.strip()
+    if state != "generated":
+        return host.service(unit).is_enabled
+    links = host.run("find /run/systemd/generator /run/systemd/generator.late "
+                     "-path '*.wants/*' -name %s", name)
+    return bool(links.stdout.strip())
+
+
 def render_in_image(host, template: str, context: dict, dest: str) -> None:
     """Render a baked config template INSIDE the image with the image's own Jinja2, as the
     node agent will at boot, so a template the image's tools reject fails the bake."""

@@ -90,13 +90,26 @@ def test_container_image_migrates_in_the_image_as_the_host_saleor_user(tmp_path)
     ran = commands(report)
     migrate = next(i for i, c in enumerate(ran) if c.endswith("manage.py migrate --no-input"))
     assert ran[migrate].startswith("podman run --rm ")
-    assert ("--pull never --network host --env-file /etc/saleor/saleor.env --user 996:993 "
+    assert ("--pull never --network host --env-file /etc/saleor/saleor.env --secret "
+            "saleor-rsa-private-key,type=env,target=RSA_PRIVATE_KEY --user 996:993 "
             "--read-only") in ran[migrate]
     assert " ghcr.io/saleor/saleor:3.23.28 python3 manage.py migrate" in ran[migrate]
     assert ran[migrate + 1:] == [f"systemctl restart {u}" for u in
                                  ("saleor-api", "saleor-worker", "saleor-beat", "nginx")]
     assert report["result"]["migrate"]["release"] == "saleor-3.23.28"  # as a bundle of 3.23.28
     assert report["result"]["install"] == "container"
+
+
+def test_container_jwt_key_is_a_podman_secret_not_an_env_line(tmp_path):
+    # podman's --env-file cannot carry a multi-line value; the env file holds no key at all.
+    root = instance(tmp_path, container=CONTAINER)
+    ran = commands(rehearse(root))
+    create = ran.index("podman secret create --replace saleor-rsa-private-key "
+                       "/etc/saleor/.rsa-private-key.pem")
+    assert create < next(i for i, c in enumerate(ran) if c.endswith("migrate --no-input"))
+    assert "RSA_PRIVATE_KEY" not in env_lines(root)
+    assert "BEGIN PRIVATE KEY" not in root("/etc/saleor/saleor.env").read_text()
+    assert not root("/etc/saleor/.rsa-private-key.pem").exists()
 
 
 def test_nginx_serves_static_from_where_the_method_put_it(tmp_path):

@@ -29,13 +29,19 @@ UNITS = ("saleor-api", "saleor-worker", "saleor-beat", "nginx")
 STATIC_ROOT = {"bundle": "/opt/saleor/app/static", "container": "/opt/saleor/static"}
 
 
+# The JWT key for containers: a podman secret exposed as RSA_PRIVATE_KEY (see saleor.env.j2).
+RSA_SECRET = "saleor-rsa-private-key"
+RSA_SECRET_ARG = f"{RSA_SECRET},type=env,target=RSA_PRIVATE_KEY"
+RSA_KEY_FILE = "/etc/saleor/.rsa-private-key.pem"
+
+
 def migrate_command(install: dict) -> tuple[str, ...]:
     """`manage.py migrate` as the API units run Saleor: the bundle's venv as user saleor, or
     the image (the user and confinement of its Quadlet units)."""
     if install["method"] == "container":
         return ("podman", "run", "--rm", "--replace", "--name", "saleor-migrate",
                 "--pull", "never", "--network", "host", "--env-file", ENV_FILE,
-                "--user", install["user"], "--read-only",
+                "--secret", RSA_SECRET_ARG, "--user", install["user"], "--read-only",
                 "--security-opt", "no-new-privileges", "--cap-drop", "all",
                 install["ref"], "python3", "manage.py", "migrate", "--no-input")
     return ("systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--uid=saleor",
@@ -83,6 +89,17 @@ def install(inputs: Inputs) -> dict:
     return {"method": "bundle", "release": f"{bundle.get('app', 'saleor')}-{bundle['version']}"}
 
 
+def _rsa_key_secret(inputs: Inputs) -> None:
+    """The JWT key as a podman secret; the file it is made from lives only for the call."""
+    templating.write(inputs.root, RSA_KEY_FILE,
+                     inputs.secrets["saleor_rsa_private_key"].strip() + "\n", mode=0o600)
+    try:
+        inputs.services.run("podman", "secret", "create", "--replace", RSA_SECRET,
+                            RSA_KEY_FILE)
+    finally:
+        inputs.root(RSA_KEY_FILE).unlink(missing_ok=True)
+
+
 def context(inputs: Inputs) -> dict:
     node = inputs.node()
     haproxy = _first(inputs, "haproxy")
@@ -108,9 +125,13 @@ def context(inputs: Inputs) -> dict:
 
 def configure(inputs: Inputs) -> dict:
     how = install(inputs)
-    ctx = context(inputs) | {"static_root": STATIC_ROOT[how["method"]]}
+    container = how["method"] == "container"
+    ctx = context(inputs) | {"static_root": STATIC_ROOT[how["method"]],
+                             "rsa_key_secret": RSA_SECRET if container else None}
     env = templating.render(inputs.root, ROLE, "saleor.env.j2", ctx)
     templating.write(inputs.root, ENV_FILE, env, mode=0o640, group="saleor")
+    if container:
+        _rsa_key_secret(inputs)
     site = templating.render(inputs.root, ROLE, "nginx-saleor.conf.j2", ctx)
     templating.write(inputs.root, NGINX_SITE, site)
     inputs.services.run("nginx", "-t", "-q")

@@ -141,7 +141,7 @@ def test_migrated_once_and_exactly_one_beat_container(shop):
     assert all(r["install"] == "container" for r in reports)
     assert sorted(r["migrate"]["ran"] for r in reports) == [False, True], reports
     beats = {n.name: (_run(cluster, n, f"pgrep -c -f '{BEAT}' || true").strip(),
-                      _run(cluster, n, "podman ps --quiet --filter name=^saleor-beat$ "
+                      _run(cluster, n, "sudo podman ps --quiet --filter name=^saleor-beat$ "
                                        "| wc -l").strip()) for n in api}
     assert sorted(beats.values()) == [("0", "0"), ("1", "1")], beats
     dsn = _json(builder, "cluster", "status", "--env", str(ENV_FILE),

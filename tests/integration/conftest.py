@@ -110,3 +110,28 @@ def post_boot_failures(builder: Builder, cluster, roles: tuple[str, ...], junit_
         if rc != 0:
             failed[node.name] = junit.read_text()[-3000:] if junit.exists() else rc
     return failed
+
+
+def builder_json(builder: Builder, *args: str, timeout: float = 1800) -> dict:
+    """`builder ARGS... --json`, which must succeed, parsed."""
+    proc = builder.run(*args, "--json", timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def fetch(url: str, *, body: bytes | None = None, headers: dict | None = None) -> tuple:
+    """(status, text) of one HTTP request from the host (to a forwarded 127.0.0.1 port)."""
+    import urllib.request
+
+    req = urllib.request.Request(url, data=body, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return resp.status, resp.read().decode()
+
+
+def graphql_shop(port: int) -> dict:
+    """Saleor's readiness query through HAProxy :80 (forwarded to `port`)."""
+    status, text = fetch(f"http://127.0.0.1:{port}/graphql/",
+                         body=json.dumps({"query": "{ shop { name } }"}).encode(),
+                         headers={"Content-Type": "application/json"})
+    assert status == 200, text
+    return json.loads(text)

@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import registry as oci
-from conftest import REPO, Builder, post_boot_failures, qemu_processes
+from conftest import REPO, Builder, builder_json, graphql_shop, post_boot_failures, qemu_processes
 
 from builder.cluster import probe
 from builder.cluster.state import USER, load
@@ -27,18 +27,12 @@ VERSION = "0.1.0"
 BEAT = "^/app/.venv/bin/python3? /app/.venv/bin/celery .*beat"
 
 
-def _json(builder, *args, timeout=1800):
-    proc = builder.run(*args, "--json", timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return json.loads(proc.stdout)
-
-
 @pytest.fixture(scope="module")
 def registry(baked, tmp_path_factory):
     """The stand-in image in a local TLS registry for the whole module."""
     builder, _ = baked
     work = tmp_path_factory.mktemp("oci")
-    made = _json(builder, "vendor", "saleor", "--version", VERSION, "--source",
+    made = builder_json(builder, "vendor", "saleor", "--version", VERSION, "--source",
                  str(REPO / "tests" / "fixtures" / "saleor-standin"), "--out", str(work),
                  "--runtime", "system", "--python-version", "3.13", timeout=900)
     started = time.monotonic()
@@ -67,7 +61,7 @@ def container_image(baked, registry, tmp_path_factory):
     env.write_text(f"name: registry-mirror\nmirrors:\n  registries:\n"
                    f"    ghcr.io: {reg.vm_address()}\nca_certificates: [{reg.ca}]\n")
     builder = Builder(root, data_tier.state)
-    report = _json(builder, "bake", "saleor-api", "--target", "qemu", "--env", str(env),
+    report = builder_json(builder, "bake", "saleor-api", "--target", "qemu", "--env", str(env),
                    timeout=3600)
     return builder, report, digest
 
@@ -121,16 +115,8 @@ def test_post_boot_suites_pass(shop, tmp_path):
 
 def test_graphql_through_haproxy_from_both_containers(shop):
     builder, _, _ = shop
-    status = _json(builder, "cluster", "status", "--env", str(ENV_FILE), timeout=300)
-    port = status["endpoints"]["api"]["port"]
-    import urllib.request
-    answers = []
-    for _ in range(4):
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/graphql/",
-                                     data=b'{"query": "{ shop { name } }"}',
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            answers.append(json.loads(resp.read()))
+    status = builder_json(builder, "cluster", "status", "--env", str(ENV_FILE), timeout=300)
+    answers = [graphql_shop(status["endpoints"]["api"]["port"]) for _ in range(4)]
     assert all(a == {"data": {"shop": {"name": "Saleor e-commerce"}}} for a in answers), answers
 
 
@@ -144,7 +130,7 @@ def test_migrated_once_and_exactly_one_beat_container(shop):
                       _run(cluster, n, "sudo podman ps --quiet --filter name=^saleor-beat$ "
                                        "| wc -l").strip()) for n in api}
     assert sorted(beats.values()) == [("0", "0"), ("1", "1")], beats
-    dsn = _json(builder, "cluster", "status", "--env", str(ENV_FILE),
+    dsn = builder_json(builder, "cluster", "status", "--env", str(ENV_FILE),
                 timeout=300)["endpoints"]["postgres"]["dsn"]
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         rows = conn.execute("SELECT release FROM builder_releases "

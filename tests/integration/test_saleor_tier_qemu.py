@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 
 import psycopg
 import pytest
-from conftest import REPO, post_boot_failures, qemu_processes
+from conftest import REPO, builder_json, fetch, graphql_shop, post_boot_failures, qemu_processes
 
 from builder.cluster import probe
 from builder.cluster.state import USER, load
@@ -30,26 +29,6 @@ STAND_INS = {
 BEAT = "^/opt/saleor/venv/bin/python3? /opt/saleor/venv/bin/celery .*beat"
 
 
-def _json(builder, *args, timeout=1800):
-    proc = builder.run(*args, "--json", timeout=timeout)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return json.loads(proc.stdout)
-
-
-def _fetch(url: str, *, body: bytes | None = None, headers: dict | None = None) -> tuple:
-    req = urllib.request.Request(url, data=body, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return resp.status, resp.read().decode()
-
-
-def _shop(port: int) -> dict:
-    status, text = _fetch(f"http://127.0.0.1:{port}/graphql/",
-                          body=json.dumps({"query": "{ shop { name } }"}).encode(),
-                          headers={"Content-Type": "application/json"})
-    assert status == 200, text
-    return json.loads(text)
-
-
 @pytest.fixture(scope="module")
 def saleor_images(baked, tmp_path_factory):
     """Stand-in bundles in a private vendor/, and the three Saleor-tier roles baked from them
@@ -57,12 +36,12 @@ def saleor_images(baked, tmp_path_factory):
     builder, _ = baked
     vendor = tmp_path_factory.mktemp("vendor")
     for app, (source, options) in STAND_INS.items():
-        made = _json(builder, "vendor", app, "--version", "0.1.0", "--source",
+        made = builder_json(builder, "vendor", app, "--version", "0.1.0", "--source",
                      str(REPO / "tests" / "fixtures" / source), "--out", str(vendor), *options,
                      timeout=900)
         assert made["stand_in"] is True, made
     builder.extra_env["BUILDER_VENDOR"] = str(vendor)
-    baked_tier = _json(builder, "bake", *SALEOR_TIER, "--target", "qemu", "--parallel", "2",
+    baked_tier = builder_json(builder, "bake", *SALEOR_TIER, "--target", "qemu", "--parallel", "2",
                        timeout=3600)
     return builder, baked_tier
 
@@ -84,7 +63,7 @@ def shop(saleor_images):
 
 
 def _status(builder) -> dict:
-    return _json(builder, "cluster", "status", "--env", str(ENV_FILE), timeout=300)
+    return builder_json(builder, "cluster", "status", "--env", str(ENV_FILE), timeout=300)
 
 
 def _on(cluster, role: str) -> list:
@@ -120,7 +99,8 @@ def test_post_boot_suites_pass_on_the_saleor_tier(shop, tmp_path):
 def test_graphql_through_haproxy_port_80_from_the_database(shop):
     builder, _, _, _ = shop
     endpoints = _status(builder)["endpoints"]
-    answers = [_shop(endpoints["api"]["port"]) for _ in range(4)]  # both API nodes, round robin
+    # Four answers: both API nodes, round robin.
+    answers = [graphql_shop(endpoints["api"]["port"]) for _ in range(4)]
     assert all(a == {"data": {"shop": {"name": "Saleor e-commerce"}}} for a in answers), answers
 
 
@@ -128,18 +108,18 @@ def test_dashboard_through_haproxy_port_9000_with_api_url_rewritten(shop):
     builder, _, cluster, _ = shop
     endpoints = _status(builder)["endpoints"]
     haproxy = _on(cluster, "haproxy")[0].address
-    status, page = _fetch(f"http://127.0.0.1:{endpoints['dashboard']['port']}/")
+    status, page = fetch(f"http://127.0.0.1:{endpoints['dashboard']['port']}/")
     assert status == 200
     assert f'API_URL: "http://{haproxy}/graphql/"' in page
     assert "localhost:8000" not in page  # the bundle's placeholder is gone
-    status, deep = _fetch(f"http://127.0.0.1:{endpoints['dashboard']['port']}/orders/123")
+    status, deep = fetch(f"http://127.0.0.1:{endpoints['dashboard']['port']}/orders/123")
     assert status == 200 and deep == page  # SPA fallback
 
 
 def test_storefront_renders_the_shop_from_the_api(shop):
     builder, _, _, _ = shop
     endpoints = _status(builder)["endpoints"]
-    status, page = _fetch(f"http://127.0.0.1:{endpoints['storefront']['port']}/")
+    status, page = fetch(f"http://127.0.0.1:{endpoints['storefront']['port']}/")
     assert status == 200
     assert "Saleor e-commerce" in page and "default-channel" in page
 
@@ -180,7 +160,7 @@ def test_beat_moves_when_its_node_dies(shop):
     holder = next(n for n in api if _run(cluster, n, f"pgrep -c -f '{BEAT}' || true")
                   .strip() == "1")
     other = next(n for n in api if n.name != holder.name)
-    _json(builder, "cluster", "kill", holder.name, "--env", str(ENV_FILE), timeout=120)
+    builder_json(builder, "cluster", "kill", holder.name, "--env", str(ENV_FILE), timeout=120)
     deadline = time.monotonic() + 240
     while _run(cluster, other, f"pgrep -c -f '{BEAT}' || true").strip() != "1":
         assert time.monotonic() < deadline, "beat did not move to the surviving node"

@@ -42,7 +42,7 @@ bake: setup
 	$(VENV)/bin/builder bake --all --target qemu --parallel 2
 
 test: setup lint
-	$(PY) -m pytest -p no:cacheprovider -v tests/unit tests/integration
+	$(PY) -m pytest -p no:cacheprovider -v --durations=25 tests/unit tests/integration
 
 test-unit: setup
 	$(PY) -m pytest -p no:cacheprovider tests/unit

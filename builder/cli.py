@@ -112,7 +112,7 @@ def bake(roles, all_roles, target, env_name, images, force, parallel, as_json) -
               help="Project holding tests/images (default: found from the current directory).")
 def test_image(spec_file, phase, ssh_target, key, key_env, junit, project) -> None:
     """Run a role's testinfra suite against a VM over SSH (used inside bakes)."""
-    from builder import imagetest
+    from builder.bake import imagetest
 
     sys.exit(imagetest.run(spec_file, phase, ssh_target, key, key_env, junit, project))
 

@@ -102,7 +102,7 @@ def print_validation(report: dict) -> None:
 
 
 def base(suite: str, force: bool) -> dict:
-    from builder import base as bases
+    from builder.bake import base as bases
     from builder.progress import Progress
 
     project = find_project()
@@ -112,7 +112,7 @@ def base(suite: str, force: bool) -> dict:
 
 
 def bake(roles, all_roles, target, env_name, images, force, parallel) -> dict:
-    from builder import bake as baking
+    from builder.bake import orchestrate as baking
 
     project, chosen, env, skipped = _load(images, roles, all_roles, target, env_name)
     return baking.bake(chosen, target, env, project, force, parallel) | {"skipped": skipped}

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import jinja2
 
-from builder import base as bases
-from builder import bundles, contentkey, packer
+from builder import bundles, contentkey
+from builder.bake import base as bases
+from builder.bake import packer
 from builder.errors import UserError
 from builder.project import PACKAGE_DIR, Project
 from builder.spec import Environment, RoleSpec

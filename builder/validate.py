@@ -16,7 +16,7 @@ from pathlib import Path
 import hcl2
 import jinja2
 
-from builder import packer, sshkey
+from builder.bake import packer, sshkey
 from builder.errors import UserError
 from builder.project import Project
 from builder.render import Rendered, jinja_env, render_template

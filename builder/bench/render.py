@@ -14,8 +14,8 @@ from pathlib import Path
 
 import click
 
-from builder import packer
 from builder import spec as specs
+from builder.bake import packer
 from builder.bench.common import Options, run_cli, stats, table
 from builder.errors import OperationError
 from builder.progress import Progress

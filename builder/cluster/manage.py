@@ -16,8 +16,8 @@ import shutil
 import time
 from pathlib import Path
 
-from builder import accel, sshkey
 from builder import spec as specs
+from builder.bake import accel, sshkey
 from builder.cluster import probe, seed
 from builder.cluster.network import Switch
 from builder.cluster.state import USER, Cluster, Node, directory, load, locked

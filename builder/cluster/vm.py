@@ -19,9 +19,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from builder.bake.imagetest import ssh_config
 from builder.cluster.process import end, live_pid
 from builder.errors import OperationError
-from builder.imagetest import ssh_config
 
 
 def free_port() -> int:

@@ -96,7 +96,7 @@ def make_builder(tmp_path_factory, shared_bases):
 
 def post_boot_failures(builder: Builder, cluster, roles: tuple[str, ...], junit_dir: Path) -> dict:
     """Each booted node of `roles` checked by its image suite's boot phase: what failed."""
-    from builder import imagetest
+    from builder.bake import imagetest
     from builder.cluster.state import USER
 
     failed = {}

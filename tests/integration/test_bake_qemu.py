@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import DATA_TIER, qemu_processes
 
-from builder import inspect
+from builder.bake import inspect
 
 pytestmark = pytest.mark.vm
 

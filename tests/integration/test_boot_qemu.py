@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import imagetest, sshkey
 from builder import spec as specs
+from builder.bake import imagetest, sshkey
 from builder.cluster import seed
 from builder.cluster.vm import VM, wait_for_file
 from builder.project import find_project

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from conftest import qemu_processes
 
-from builder import imagetest
+from builder.bake import imagetest
 from builder.cluster import health
 from builder.cluster.writer import CONNECT, Writer
 

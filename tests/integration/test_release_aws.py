@@ -29,12 +29,12 @@ from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
 from builder.agent.discovery import aws_tags
+from builder.bake.targets import aws as aws_target
 from builder.cli import main
 from builder.errors import UserError
 from builder.registry import Registry, default_path
 from builder.release.awsclient import Aws
 from builder.spec import AwsEnvironment
-from builder.targets import aws as aws_target
 
 ROOT = Path(__file__).resolve().parents[2]
 BUILDER = Path(sys.executable).parent / "builder"

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from builder.bake.targets import aws as aws_target
 from builder.errors import UserError
 from builder.registry import Artifact, Registry, image_ids
 from builder.release import rollout
 from builder.release.awsclient import RETRIES, Aws
 from builder.spec import AwsEnvironment
-from builder.targets import aws as aws_target
 
 
 def test_image_ids_parses_packer_artifact_ids():

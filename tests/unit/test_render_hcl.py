@@ -8,9 +8,9 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from builder import packer
 from builder import render as rendering
 from builder import spec as specs
+from builder.bake import packer
 from builder.project import find_project
 
 from .helpers import REPO, ROLES

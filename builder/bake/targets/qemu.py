@@ -9,8 +9,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from builder import inspect, junit, packerrun, sshkey
-from builder.base import Base
+from builder.bake import inspect, junit, packerrun, sshkey
+from builder.bake.base import Base
 from builder.errors import OperationError
 from builder.progress import Progress
 from builder.project import Project

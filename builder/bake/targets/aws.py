@@ -138,7 +138,7 @@ def bake_all(todo, env, project, state: Path, registry: Registry, sha: str) -> d
     import threading
     import time
 
-    from builder import junit, packer, packerrun
+    from builder.bake import junit, packer, packerrun
     from builder.errors import OperationError
     from builder.progress import Progress
 

@@ -10,9 +10,9 @@ import threading
 import time
 from pathlib import Path
 
-from builder import accel as accelerators
-from builder import base as bases
-from builder import packer, packerrun
+from builder.bake import accel as accelerators
+from builder.bake import base as bases
+from builder.bake import packer, packerrun
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
 from builder.project import Project
@@ -72,7 +72,7 @@ def bake(roles: list[RoleSpec], target: str, env: Environment, project: Project,
         if target == "qemu":
             results.update(_bake_qemu(todo, env, project, state, registry, sha, parallel))
         else:
-            from builder.targets import aws
+            from builder.bake.targets import aws
 
             results.update(aws.bake_all(todo, env, project, state, registry, sha))
     ordered = [results[r.role.role] for r in rendered]
@@ -83,7 +83,7 @@ def bake(roles: list[RoleSpec], target: str, env: Environment, project: Project,
 
 def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: Path,
                registry: Registry, sha: str, parallel: int) -> dict[str, dict]:
-    from builder.targets import qemu
+    from builder.bake.targets import qemu
 
     prep = Progress("base: ")
     base_for = {}

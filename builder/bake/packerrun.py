@@ -12,7 +12,7 @@ import threading
 import time
 from pathlib import Path
 
-from builder import packer
+from builder.bake import packer
 from builder.progress import Progress
 
 # Packer's own lines (and our provisioners' markers) that start each stage.

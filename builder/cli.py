@@ -87,12 +87,17 @@ def base(suite, force, as_json) -> None:
 @click.option("--force", is_flag=True, help="Bake even when an identical tested image exists.")
 @click.option("--parallel", type=click.IntRange(1, 8), default=1, show_default=True,
               help="Bakes at once; the first failure stops the others.")
+@click.option("--no-layer", "no_layer", is_flag=True,
+              help="qemu: boot the bare base and let apt install the role's packages in the "
+                   "bake VM, instead of starting from the role's package layer.")
 @click.option("--json", "as_json", is_flag=True)
-def bake(roles, all_roles, target, env_name, images, force, parallel, as_json) -> None:
+def bake(roles, all_roles, target, env_name, images, force, parallel, no_layer,
+         as_json) -> None:
     """Bake images with Packer, testing each inside its build."""
     from builder import commands
 
-    report = commands.bake(roles, all_roles, target, env_name, images, force, parallel)
+    report = commands.bake(roles, all_roles, target, env_name, images, force, parallel,
+                           layers=not no_layer)
     emit(report, as_json, commands.print_bakes)
     if not report["ok"]:
         sys.exit(1)

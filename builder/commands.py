@@ -111,11 +111,13 @@ def base(suite: str, force: bool) -> dict:
     return {"identity": found.identity, "image": found.image, "checksum": found.checksum}
 
 
-def bake(roles, all_roles, target, env_name, images, force, parallel) -> dict:
+def bake(roles, all_roles, target, env_name, images, force, parallel,
+         layers: bool = True) -> dict:
     from builder.bake import orchestrate as baking
 
     project, chosen, env, skipped = _load(images, roles, all_roles, target, env_name)
-    return baking.bake(chosen, target, env, project, force, parallel) | {"skipped": skipped}
+    return baking.bake(chosen, target, env, project, force, parallel,
+                       layers=layers) | {"skipped": skipped}
 
 
 def print_bakes(report: dict) -> None:

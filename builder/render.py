@@ -18,7 +18,7 @@ import jinja2
 
 from builder import bundles, contentkey
 from builder.bake import base as bases
-from builder.bake import packer
+from builder.bake import layer, packer
 from builder.errors import UserError
 from builder.project import PACKAGE_DIR, Project
 from builder.spec import Environment, RoleSpec
@@ -180,7 +180,7 @@ def _copy_agent(dest: Path) -> None:
 
 
 def render_role(role: RoleSpec, target: str, env: Environment, project: Project,
-                dest: Path, jenv: jinja2.Environment) -> Rendered:
+                dest: Path, jenv: jinja2.Environment, layers: bool = True) -> Rendered:
     """Write one role's directory at dest (which must not exist)."""
     bundle = bundle_for(role, project)
     ctx = context_for(role, target, env) | {"bundle": _bundle_context(bundle),
@@ -220,7 +220,7 @@ def render_role(role: RoleSpec, target: str, env: Environment, project: Project,
         for name, src in zip(ctx["ca_files"], env.ca_paths(), strict=True):
             shutil.copyfile(src, files / "ca" / name)
 
-    key = content_key(role, target, dest, project)
+    key = content_key(role, target, dest, project, env, layers)
     write("build.json", json.dumps({"role": role.role, "version": role.version,
                                     "target": target, "content_key": key}, indent=2) + "\n")
     return Rendered(role=role, target=target, directory=dest, content_key=key)
@@ -247,11 +247,18 @@ def tests_digest(role: RoleSpec, project: Project) -> dict[str, str]:
 NOT_BAKED = frozenset({"build.json", "user-data"})
 
 
-def content_key(role: RoleSpec, target: str, directory: Path, project: Project) -> str:
+def source_identity(role: RoleSpec, target: str, env: Environment, layers: bool) -> str:
+    """What the bake starts from: the AMI, the role's package layer, or the bare base."""
     if target == "aws":
-        base_identity = f"ami:{DEBIAN_AMI_OWNER}:{AWS_AMI_NAMES[role.base.suite]}"
-    else:
-        base_identity = bases.identity(role.base)
+        return f"ami:{DEBIAN_AMI_OWNER}:{AWS_AMI_NAMES[role.base.suite]}"
+    if layers and layer.applies(role, target):
+        return layer.identity(role.base, role.packages, env.mirrors)
+    return bases.identity(role.base)
+
+
+def content_key(role: RoleSpec, target: str, directory: Path, project: Project,
+                env: Environment, layers: bool = True) -> str:
+    base_identity = source_identity(role, target, env, layers)
     return contentkey.compute(
         role=role.as_data(), target=target,
         rendered=contentkey.file_digests(directory, exclude=NOT_BAKED),
@@ -260,7 +267,7 @@ def content_key(role: RoleSpec, target: str, directory: Path, project: Project) 
 
 
 def render(roles: list[RoleSpec], target: str, env: Environment, project: Project,
-           out: Path) -> list[Rendered]:
+           out: Path, layers: bool = True) -> list[Rendered]:
     """Render roles into out/<target>/<role>/, all or nothing."""
     # A failed render must leave no trace, not even an empty --out it had to create.
     created = [d for d in (out, *out.parents) if not d.exists()]
@@ -269,7 +276,8 @@ def render(roles: list[RoleSpec], target: str, env: Environment, project: Projec
     jenv = jinja_env(project)
     done = False
     try:
-        staged = [render_role(r, target, env, project, staging / r.role, jenv) for r in roles]
+        staged = [render_role(r, target, env, project, staging / r.role, jenv, layers)
+                  for r in roles]
         results = []
         for item in staged:
             final = out / target / item.role.role

@@ -50,6 +50,8 @@ class Base:
     checksum: str          # sha256:<hex> for Packer
     kernel: str | None     # direct kernel boot (local bases); None boots the disk's own loader
     initrd: str | None
+    parent: str | None = None      # a package layer: the identity of the base it extends
+    seconds: float | None = None   # how long it took to build (None: fetched)
 
 
 def identity(base: BaseImage) -> str:
@@ -67,15 +69,20 @@ def _dir(state: Path, base: BaseImage) -> Path:
 
 def find(state: Path, base: BaseImage) -> Base | None:
     """The cached base for this recipe, if it was completed."""
-    meta = _dir(state, base) / "base.json"
+    return read_entry(_dir(state, base), identity(base))
+
+
+def read_entry(directory: Path, ident: str, parent: str | None = None) -> Base | None:
+    """A completed cache entry (a base or a layer): its metadata file is written last."""
+    meta = directory / "base.json"
     if not meta.is_file():
         return None
     data = json.loads(meta.read_text())
-    root = meta.parent
-    return Base(identity=identity(base), image=str(root / data["image"]),
+    return Base(identity=ident, image=str(directory / data["image"]),
                 checksum=data["checksum"],
-                kernel=str(root / data["kernel"]) if data.get("kernel") else None,
-                initrd=str(root / data["initrd"]) if data.get("initrd") else None)
+                kernel=str(directory / data["kernel"]) if data.get("kernel") else None,
+                initrd=str(directory / data["initrd"]) if data.get("initrd") else None,
+                parent=parent, seconds=data.get("seconds"))
 
 
 def ensure(state: Path, base: BaseImage, progress: Progress, force: bool = False) -> Base:
@@ -105,10 +112,9 @@ def _run(cmd: list[str], what: str, log: Path) -> None:
 
 
 @contextlib.contextmanager
-def _staging(state: Path, base: BaseImage):
-    """A private directory next to the cache entry; it becomes the entry only through
-    `_publish`, and is removed if anything fails or is interrupted."""
-    final = _dir(state, base)
+def staging(final: Path):
+    """A private directory next to the cache entry `final`; it becomes the entry only
+    through `publish`, and is removed if anything fails or is interrupted."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
     try:
@@ -118,65 +124,80 @@ def _staging(state: Path, base: BaseImage):
         raise
 
 
-def _publish(state: Path, base: BaseImage, tmp: Path, meta: dict) -> Base:
-    final = _dir(state, base)
+def publish(final: Path, tmp: Path, meta: dict) -> None:
     (tmp / "base.json").write_text(json.dumps(meta, indent=2) + "\n")
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
+
+
+def _publish(state: Path, base: BaseImage, tmp: Path, meta: dict) -> Base:
+    publish(_dir(state, base), tmp, meta)
     found = find(state, base)
     assert found is not None
     return found
 
 
 def _build_local(state: Path, base: BaseImage, progress: Progress) -> Base:
-    for tool in ("mmdebstrap", "mkfs.ext4", "qemu-img"):
-        if not shutil.which(tool):
-            raise UserError(f"{tool} is not installed (run `make setup`)", field="base")
-    with _staging(state, base) as tmp:
-        started = time.monotonic()
-        rootfs = tmp / "rootfs"
-        log = tmp / "build.log"
-        progress.stage("debootstrap", f"mmdebstrap {base.suite}")
-        _run(["mmdebstrap", "--variant=minbase", "--include=" + ",".join(INCLUDE),
-              "--aptopt=Acquire::Retries \"3\"",
-              "--customize-hook=chroot \"$1\" systemctl enable systemd-networkd",
-              base.suite, str(rootfs)], "mmdebstrap", log)
-        for rel, text in FILES.items():
-            (rootfs / rel).parent.mkdir(parents=True, exist_ok=True)
-            (rootfs / rel).write_text(text)
-        kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
-        initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
-        if not kernels or not initrds:
-            raise OperationError("the base has no kernel or initrd in /boot")
-        shutil.copy2(kernels[-1], tmp / "vmlinuz")
-        shutil.copy2(initrds[-1], tmp / "initrd.img")
-        # Nothing host- or build-specific may stay in the base.
-        for leftover in ("etc/machine-id", "var/lib/dbus/machine-id"):
-            (rootfs / leftover).unlink(missing_ok=True)
-        (rootfs / "etc/machine-id").write_text("")
-        for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
-            key.unlink()
-        progress.stage("filesystem", f"ext4 image {DISK_SIZE}")
-        raw = tmp / "disk.raw"
-        _run(["truncate", "-s", DISK_SIZE, str(raw)], "truncate", log)
-        _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(rootfs), str(raw)], "mkfs.ext4",
-             log)
-        shutil.rmtree(rootfs)
-        _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(tmp / "base.qcow2")],
-             "qemu-img convert", log)
-        raw.unlink()
-        meta = {"identity": identity(base), "suite": base.suite, "image": "base.qcow2",
-                "checksum": _sha256(tmp / "base.qcow2"), "kernel": "vmlinuz",
-                "initrd": "initrd.img", "seconds": round(time.monotonic() - started, 1)}
-        found = _publish(state, base, tmp, meta)
+    with staging(_dir(state, base)) as tmp:
+        meta = build_disk(tmp, base.suite, INCLUDE, progress)
+        found = _publish(state, base, tmp, {"identity": identity(base), **meta})
         progress.say(f"base {identity(base)} built in {meta['seconds']} s")
         return found
 
 
+def build_disk(tmp: Path, suite: str, include: tuple[str, ...], progress: Progress,
+               mirror: str | None = None, aptopts: tuple[str, ...] = ()) -> dict:
+    """The base recipe into tmp/: mmdebstrap of `include` at native speed (maintainer
+    scripts run in the chroot; mmdebstrap's policy-rc.d keeps daemons from starting), the
+    base's files, no host identity, as a whole-disk ext4 qcow2 plus its kernel and initrd.
+    Returns the facts for the cache entry's metadata."""
+    for tool in ("mmdebstrap", "mkfs.ext4", "qemu-img"):
+        if not shutil.which(tool):
+            raise UserError(f"{tool} is not installed (run `make setup`)", field="base")
+    started = time.monotonic()
+    rootfs = tmp / "rootfs"
+    log = tmp / "build.log"
+    progress.stage("debootstrap", f"mmdebstrap {suite} ({len(include)} packages)")
+    cmd = ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(include),
+           "--aptopt=Acquire::Retries \"3\"", *(f"--aptopt={o}" for o in aptopts),
+           "--customize-hook=chroot \"$1\" systemctl enable systemd-networkd",
+           suite, str(rootfs)]
+    if mirror:
+        cmd.append(mirror)
+    _run(cmd, "mmdebstrap", log)
+    for rel, text in FILES.items():
+        (rootfs / rel).parent.mkdir(parents=True, exist_ok=True)
+        (rootfs / rel).write_text(text)
+    kernels = sorted((rootfs / "boot").glob("vmlinuz-*"))
+    initrds = sorted((rootfs / "boot").glob("initrd.img-*"))
+    if not kernels or not initrds:
+        raise OperationError("the base has no kernel or initrd in /boot")
+    shutil.copy2(kernels[-1], tmp / "vmlinuz")
+    shutil.copy2(initrds[-1], tmp / "initrd.img")
+    # Nothing host- or build-specific may stay in the base.
+    for leftover in ("etc/machine-id", "var/lib/dbus/machine-id"):
+        (rootfs / leftover).unlink(missing_ok=True)
+    (rootfs / "etc/machine-id").write_text("")
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    progress.stage("filesystem", f"ext4 image {DISK_SIZE}")
+    raw = tmp / "disk.raw"
+    _run(["truncate", "-s", DISK_SIZE, str(raw)], "truncate", log)
+    _run(["mkfs.ext4", "-q", "-F", "-L", "root", "-d", str(rootfs), str(raw)], "mkfs.ext4",
+         log)
+    shutil.rmtree(rootfs)
+    _run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(tmp / "base.qcow2")],
+         "qemu-img convert", log)
+    raw.unlink()
+    return {"suite": suite, "image": "base.qcow2", "checksum": _sha256(tmp / "base.qcow2"),
+            "kernel": "vmlinuz", "initrd": "initrd.img",
+            "seconds": round(time.monotonic() - started, 1)}
+
+
 def _fetch_official(state: Path, base: BaseImage, progress: Progress) -> Base:
     """An official cloud image (a URL or a local file) checked against its sha256."""
-    with _staging(state, base) as tmp:
+    with staging(_dir(state, base)) as tmp:
         target = tmp / "base.qcow2"
         progress.stage("download", base.url or "")
         if base.url.startswith(("http://", "https://")):

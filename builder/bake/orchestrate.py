@@ -12,7 +12,7 @@ from pathlib import Path
 
 from builder.bake import accel as accelerators
 from builder.bake import base as bases
-from builder.bake import packer, packerrun
+from builder.bake import layer, packer, packerrun
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
 from builder.project import Project
@@ -48,14 +48,15 @@ def _terminate_on_sigterm() -> None:
 
 
 def bake(roles: list[RoleSpec], target: str, env: Environment, project: Project,
-         force: bool, parallel: int, out: Path | None = None) -> dict:
+         force: bool, parallel: int, out: Path | None = None, layers: bool = True) -> dict:
     started = time.monotonic()
     if target == "qemu" and not packer.binary():
         raise UserError("packer is not installed (run `make setup`)", field="--target")
     _terminate_on_sigterm()
     state = project.state.resolve()
     registry = registry_for(project)
-    rendered = render(roles, target, env, project, out or project.root / "packer")
+    rendered = render(roles, target, env, project, out or project.root / "packer",
+                      layers=layers)
     results: dict[str, dict] = {}
     todo: list[Rendered] = []
     for item in rendered:
@@ -70,7 +71,8 @@ def bake(roles: list[RoleSpec], target: str, env: Environment, project: Project,
     if todo:
         sha = git_sha(project.root)
         if target == "qemu":
-            results.update(_bake_qemu(todo, env, project, state, registry, sha, parallel))
+            results.update(_bake_qemu(todo, env, project, state, registry, sha, parallel,
+                                      layers))
         else:
             from builder.bake.targets import aws
 
@@ -82,7 +84,8 @@ def bake(roles: list[RoleSpec], target: str, env: Environment, project: Project,
 
 
 def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: Path,
-               registry: Registry, sha: str, parallel: int) -> dict[str, dict]:
+               registry: Registry, sha: str, parallel: int,
+               layers: bool = True) -> dict[str, dict]:
     from builder.bake.targets import qemu
 
     prep = Progress("base: ")
@@ -112,8 +115,14 @@ def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: 
                     "seconds": 0.0}
         progress.say(f"baking {item.role.version} key {item.content_key[:12]}")
         try:
-            facts = qemu.bake(item, base_for[bases.identity(item.role.base)], accel, state,
-                              project, sha, progress, cancel)
+            source = base_for[bases.identity(item.role.base)]
+            if layers and layer.applies(item.role, "qemu"):
+                source = layer.ensure(state, item.role, env.mirrors, progress)
+            elif layers:
+                progress.say("no package layer (no packages, or not a local base)")
+            else:
+                progress.say("no package layer (--no-layer): apt runs in the bake VM")
+            facts = qemu.bake(item, source, accel, state, project, sha, progress, cancel)
         except packerrun.Cancelled:
             progress.say("cancelled, VM and temporary files removed")
             return {"role": role, "status": "cancelled", "content_key": item.content_key,

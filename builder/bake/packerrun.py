@@ -25,6 +25,15 @@ STAGES = [
     (re.compile(r"Converting hard drive|Creating AMI"), "convert"),
 ]
 GRACE_SECONDS = 30
+_NO_SSH = re.compile(r"Timeout waiting for SSH")
+
+
+def never_reached_ssh(log: Path) -> bool:
+    """The build failed because the guest never answered SSH (not in a later stage)."""
+    if not log.exists():
+        return False
+    text = log.read_text(errors="replace")
+    return bool(_NO_SSH.search(text)) and "builder-stage: provision" not in text
 
 
 class Cancelled(Exception):

@@ -48,6 +48,13 @@ def bake(item: Rendered, base: Base, accel: str, state: Path, project: Project, 
             "content_key": item.content_key, "git_sha": git_sha,
         }
         rc = packerrun.build(item.hcl, variables, work / "packer.log", progress, cancel)
+        if rc != 0 and packerrun.never_reached_ssh(work / "packer.log"):
+            # A TCG guest on a starved host sometimes hangs in early boot; the next boot of
+            # the same disk usually comes up in 40 s. Once, and the log says so.
+            first = _keep_log(state, item, work, suffix="ssh-timeout")
+            progress.say(f"the VM never reached SSH; powered off, booting once more "
+                         f"(first attempt's logs: {first})")
+            rc = packerrun.build(item.hcl, variables, work / "packer.log", progress, cancel)
         tests = junit.summary(work / "junit.xml")
         if rc != 0:
             stage = _failed_stage(work / "packer.log")
@@ -74,7 +81,8 @@ def bake(item: Rendered, base: Base, accel: str, state: Path, project: Project, 
             shutil.move(console, out / "console.log")
         manifest = {
             "role": item.role.role, "version": item.role.version, "target": "qemu",
-            "content_key": item.content_key, "base": base.identity, "git_sha": git_sha,
+            "content_key": item.content_key, "base": base.parent or base.identity,
+            "layer": base.identity if base.parent else None, "git_sha": git_sha,
             "accelerator": accel, "image": qcow2.name, "kernel": "vmlinuz",
             "initrd": "initrd.img", "tests": tests,
             "size_bytes": qcow2.stat().st_size, "timings": dict(progress.timings),
@@ -98,10 +106,14 @@ def _failed_stage(log: Path) -> str:
     return stage
 
 
-def _keep_log(state: Path, item: Rendered, work: Path) -> Path:
-    """A failed bake leaves no artifact, but its log is worth reading."""
+def _keep_log(state: Path, item: Rendered, work: Path, suffix: str = "failed") -> Path:
+    """A failed bake leaves no artifact, but its packer log and the guest's serial console
+    (the only clue to a boot that hung) are worth reading: kept side by side."""
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    dest = logs / f"{item.role.role}-{item.content_key[:12]}-failed.log"
+    dest = logs / f"{item.role.role}-{item.content_key[:12]}-{suffix}.log"
     shutil.copyfile(work / "packer.log", dest)
+    console = work / "console.log"
+    if console.exists():
+        shutil.copyfile(console, dest.with_name(dest.stem + ".console.log"))
     return dest

@@ -1,0 +1,113 @@
+"""Role package layers: what their key depends on, how bakes name them, and the decisions
+around a bake that never reached SSH (the layer itself is built by every integration bake)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from builder import render as rendering
+from builder import spec as specs
+from builder.bake import base as bases
+from builder.bake import layer, packerrun
+from builder.project import find_project
+
+from .test_contentkey import keys
+
+
+def _roles(root: Path) -> dict[str, specs.RoleSpec]:
+    return specs.load_roles(find_project(start=root))
+
+
+def test_layer_key_follows_packages_and_mirror_not_order_or_proxy(project):
+    role = _roles(project)["etcd-patroni"]
+    mirrors = specs.Mirrors()
+    ident = layer.identity(role.base, role.packages, mirrors)
+    assert ident.startswith("layer:trixie:")
+    assert layer.identity(role.base, list(reversed(role.packages)), mirrors) == ident
+    assert layer.identity(role.base, [*role.packages, "htop"], mirrors) != ident
+    assert layer.identity(role.base, role.packages,
+                          specs.Mirrors(apt="http://10.0.2.2:3142/debian")) != ident
+    assert layer.identity(role.base, role.packages,
+                          specs.Mirrors(apt_proxy="http://10.0.2.2:3142")) == ident
+    other_suite = dataclasses.replace(role.base, suite="bookworm")
+    assert layer.identity(other_suite, role.packages, mirrors) != ident
+
+
+def test_layers_apply_to_local_qemu_bases_with_packages_only(project):
+    roles = _roles(project)
+    assert layer.applies(roles["etcd-patroni"], "qemu")
+    assert not layer.applies(roles["etcd-patroni"], "aws")
+    no_packages = dataclasses.replace(roles["redis"], packages=[])
+    assert not layer.applies(no_packages, "qemu")
+
+
+def test_a_template_change_keeps_the_layer_and_changes_the_image_key(project, tmp_path):
+    role = _roles(project)["haproxy"]
+    before_layer = layer.identity(role.base, role.packages, specs.Mirrors())
+    before = keys(project, tmp_path / "a")
+    cfg = project / "templates/haproxy/haproxy.cfg.j2"
+    cfg.write_text(cfg.read_text() + "# edited\n")
+    after = keys(project, tmp_path / "b")
+    role = _roles(project)["haproxy"]
+    assert layer.identity(role.base, role.packages, specs.Mirrors()) == before_layer
+    assert before["haproxy"] != after["haproxy"]
+
+
+def test_layered_and_bare_bakes_are_different_images(project, tmp_path):
+    proj = find_project(start=project)
+    loaded = specs.load_roles(proj)
+    env = specs.load_environment("local", proj, loaded)
+    role = loaded["redis"]
+    layered = rendering.render([role], "qemu", env, proj, tmp_path / "l")[0]
+    bare = rendering.render([role], "qemu", env, proj, tmp_path / "b", layers=False)[0]
+    assert layered.content_key != bare.content_key
+    assert rendering.source_identity(role, "qemu", env, True).startswith("layer:")
+    assert rendering.source_identity(role, "qemu", env, False) == bases.identity(role.base)
+    # AWS bakes start from Debian's AMI whatever the flag says.
+    assert rendering.source_identity(role, "aws", env, True).startswith("ami:")
+
+
+def test_provisioning_skips_apt_only_when_every_package_is_present(project, tmp_path):
+    import subprocess
+
+    proj = find_project(start=project)
+    loaded = specs.load_roles(proj)
+    env = specs.load_environment("local", proj, loaded)
+    out = rendering.render([loaded["redis"]], "qemu", env, proj, tmp_path)[0]
+    script = (out.directory / "files/provision.sh").read_text()
+    check = script[script.index('missing=""'):script.index("\nfi\n") + 4]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    # dpkg-query answering for a layer (everything installed) and apt-get recording a call.
+    (fake / "dpkg-query").write_text("#!/bin/sh\n[ -n \"$INSTALLED\" ] && "
+                                     "echo 'install ok installed'\nexit 0\n")
+    (fake / "apt-get").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path}/apt.log\n")
+    for tool in ("dpkg-query", "apt-get"):
+        (fake / tool).chmod(0o755)
+    prelude = 'say() { echo "builder: $*"; }\n'
+    for installed, apt_called in (("yes", False), ("", True)):
+        (tmp_path / "apt.log").unlink(missing_ok=True)
+        proc = subprocess.run(["sh", "-euc", prelude + check], capture_output=True, text=True,
+                              env={"PATH": f"{fake}:/usr/bin:/bin", "INSTALLED": installed},
+                              check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "apt.log").exists() is apt_called, proc.stdout
+    assert "install -y -q --no-install-recommends redis-server" in \
+        (tmp_path / "apt.log").read_text()
+
+
+def test_host_view_of_a_bake_vm_url():
+    assert layer.host_view("http://10.0.2.2:3142/debian") == "http://127.0.0.1:3142/debian"
+    assert layer.host_view("http://mirror.internal/debian") == "http://mirror.internal/debian"
+    assert layer.host_view(None) is None
+
+
+def test_only_a_bake_that_never_reached_ssh_is_booted_again(tmp_path):
+    log = tmp_path / "packer.log"
+    assert not packerrun.never_reached_ssh(log)
+    log.write_text("==> qemu: Waiting for SSH to become available...\n"
+                   "Build 'qemu.redis' errored: Timeout waiting for SSH.\n")
+    assert packerrun.never_reached_ssh(log)
+    log.write_text("builder-stage: provision\nsomething\nTimeout waiting for SSH\n")
+    assert not packerrun.never_reached_ssh(log)

@@ -65,8 +65,17 @@ def qemu_processes(marker: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def shared_bases(tmp_path_factory) -> Path:
-    """One local base per test session, shared by every state directory."""
-    return tmp_path_factory.mktemp("bases")
+    """One local base and one package layer per role per test session, shared by every
+    state directory (link_shared)."""
+    root = tmp_path_factory.mktemp("shared")
+    for cache in ("bases", "layers"):
+        (root / cache).mkdir()
+    return root
+
+
+def link_shared(state: Path, shared: Path) -> None:
+    for cache in ("bases", "layers"):
+        (state / cache).symlink_to(shared / cache, target_is_directory=True)
 
 
 DATA_TIER = ("haproxy", "etcd-patroni", "redis")
@@ -77,7 +86,7 @@ def baked(tmp_path_factory, shared_bases):
     """haproxy, etcd-patroni and redis baked for real, two at a time, once per session."""
     root = copy_tree(tmp_path_factory.mktemp("data-tier-project"), REPO)
     state = tmp_path_factory.mktemp("data-tier-state")
-    (state / "bases").symlink_to(shared_bases, target_is_directory=True)
+    link_shared(state, shared_bases)
     builder = Builder(root, state)
     proc = builder.run("bake", *DATA_TIER, "--target", "qemu", "--parallel", "2", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
@@ -89,7 +98,7 @@ def make_builder(tmp_path_factory, shared_bases):
     def make(name: str) -> Builder:
         root = copy_tree(tmp_path_factory.mktemp(f"{name}-project"), REPO)
         state = tmp_path_factory.mktemp(f"{name}-state")
-        (state / "bases").symlink_to(shared_bases, target_is_directory=True)
+        link_shared(state, shared_bases)
         return Builder(root, state)
     return make
 
@@ -135,3 +144,64 @@ def graphql_shop(port: int) -> dict:
                          headers={"Content-Type": "application/json"})
     assert status == 200, text
     return json.loads(text)
+
+
+# ------------------------------------------------------------------ the shared stack
+# One cluster of every role per test run: the HA tests and the Saleor-tier tests use the same
+# VMs (booting them twice cost a whole cluster boot). Its modules run last, in this order, so
+# the session-scoped stack is the last cluster up and no other module's VMs share the CPUs.
+STACK_FILE = REPO / "tests" / "fixtures" / "stack.yaml"
+STACK_ENV = "stack"
+STACK_MODULES = ("test_cluster_qemu.py", "test_saleor_tier_qemu.py")
+SALEOR_TIER = ("saleor-api", "saleor-dashboard", "storefront")
+# What each stand-in's bundle is made from, and how.
+STAND_INS = {
+    "saleor": ("saleor-standin", ["--runtime", "system", "--python-version", "3.13"]),
+    "dashboard": ("dashboard-standin", []),
+    "storefront": ("storefront-standin", []),
+}
+
+
+def pytest_collection_modifyitems(session, config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return STACK_MODULES.index(name) + 1 if name in STACK_MODULES else 0
+
+    items.sort(key=rank)  # stable: every other module keeps its order
+
+
+@pytest.fixture(scope="session")
+def saleor_images(baked, tmp_path_factory):
+    """Stand-in bundles in a private vendor/, and the three Saleor-tier roles baked from them
+    next to the data tier's images."""
+    builder, _ = baked
+    vendor = tmp_path_factory.mktemp("vendor")
+    for app, (source, options) in STAND_INS.items():
+        made = builder_json(builder, "vendor", app, "--version", "0.1.0", "--source",
+                            str(REPO / "tests" / "fixtures" / source), "--out", str(vendor),
+                            *options, timeout=900)
+        assert made["stand_in"] is True, made
+    builder.extra_env["BUILDER_VENDOR"] = str(vendor)
+    report = builder_json(builder, "bake", *SALEOR_TIER, "--target", "qemu", "--parallel", "2",
+                          timeout=3600)
+    return builder, report
+
+
+@pytest.fixture(scope="session")
+def stack(saleor_images):
+    """`builder cluster up` of tests/fixtures/stack.yaml: (builder, up report, cluster, s)."""
+    from builder.cluster.state import load
+
+    builder, _ = saleor_images
+    started = time.monotonic()
+    up = builder.run("cluster", "up", "--env", str(STACK_FILE), "--json", "--timeout", "1800",
+                     timeout=2700)
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
+        yield builder, json.loads(up.stdout), load(builder.state, STACK_ENV), \
+            time.monotonic() - started
+    finally:
+        down = builder.run("cluster", "down", "--env", str(STACK_FILE), timeout=300)
+        assert down.returncode == 0, down.stderr
+        assert not qemu_processes(str(builder.state / "cluster")), "VMs left running"
+        assert not (builder.state / "cluster" / STACK_ENV).exists()

@@ -22,7 +22,8 @@ def artifacts(state: Path) -> list[Path]:
 
 
 def leftovers(state: Path) -> list[Path]:
-    return sorted(state.glob("qemu/*/.tmp-*")) + sorted(state.glob("bases/.tmp-*"))
+    return sorted(p for pattern in ("qemu/*/.tmp-*", "bases/.tmp-*", "layers/.tmp-*")
+                  for p in state.glob(pattern))
 
 
 def test_each_role_baked_tested_and_registered(baked):
@@ -80,6 +81,60 @@ def test_changing_one_template_rebakes_only_that_role(baked):
     assert status["redis"]["status"] == "baked"
     old_key = {b["role"]: b["content_key"] for b in first["bakes"]}["redis"]
     assert status["redis"]["content_key"] != old_key
+
+
+# Test only: drops the bake's SSH connection in the middle of the provisioning step, the
+# first DROPS times that step runs (the count survives in the VM across attempts).
+DROP_SSH = """#!/bin/sh
+n=$(cat /var/tmp/builder-test-drops 2>/dev/null || echo 0)
+if [ "$n" -lt {drops} ]; then
+  echo $((n + 1)) > /var/tmp/builder-test-drops
+  echo "drop-ssh: killing the provisioning connection (drop $((n + 1)))"
+  pkill -KILL -f '^sshd(-session)?: builder-bake' || true
+  sleep 60
+  exit 1
+fi
+echo "drop-ssh: connection left alone"
+"""
+
+
+def _dropping_redis(make_builder, name: str, drops: int):
+    import yaml
+
+    builder = make_builder(name)
+    (builder.root / "templates" / "redis" / "drop-ssh.sh").write_text(
+        DROP_SSH.format(drops=drops))
+    spec_path = builder.root / "images" / "redis.yaml"
+    spec = yaml.safe_load(spec_path.read_text())
+    spec["scripts"] = [*spec.get("scripts", []), "drop-ssh.sh"]
+    spec_path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return builder
+
+
+def test_a_provisioning_step_whose_connection_dropped_runs_once_more(make_builder):
+    builder = _dropping_redis(make_builder, "drop-once", drops=1)
+    proc = builder.run("bake", "redis", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [bake] = json.loads(proc.stdout)["bakes"]
+    log = (Path(bake["artifact"]) / "packer.log").read_text(errors="replace")
+    assert "drop-ssh: killing the provisioning connection (drop 1)" in log
+    assert "drop-ssh: connection left alone" in log
+    assert qemu_processes(str(builder.state)) == []
+
+
+def test_a_connection_dropped_twice_fails_the_bake_cleanly(make_builder):
+    builder = _dropping_redis(make_builder, "drop-twice", drops=2)
+    proc = builder.run("bake", "redis", "--json")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    [bake] = json.loads(proc.stdout)["bakes"]
+    assert bake["status"] == "failed" and "failed in provision" in bake["error"]
+    assert artifacts(builder.state) == []
+    assert leftovers(builder.state) == []
+    assert qemu_processes(str(builder.state)) == []
+    # What is left to read: the packer log and the guest's console, side by side.
+    kept = sorted(p.name for p in (builder.state / "logs").iterdir())
+    assert any(n.endswith("-failed.log") for n in kept), kept
+    assert any(n.endswith("-failed.console.log") for n in kept), kept
 
 
 def test_failing_image_test_fails_the_bake_and_stops_the_others(make_builder):

@@ -1,33 +1,69 @@
 """The Saleor tier from its bundles: stand-in applications (tests/fixtures/*-standin, the
 real sources are unreachable here) vendored into bundles, baked with the real install
 steps, booted with the data tier by `builder cluster up`, configured by their node agents,
-and reached through HAProxy :80 and :9000 and the storefront's :3000. It runs on the shared
-stack (conftest.stack) after the HA module, which has crashed the primary and replaced a
-replica under it by then."""
+and reached through HAProxy :80 and :9000 and the storefront's :3000."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import psycopg
 import pytest
-from conftest import STACK_FILE, builder_json, fetch, graphql_shop
+from conftest import REPO, builder_json, fetch, graphql_shop, post_boot_failures, qemu_processes
 
 from builder.cluster import probe
-from builder.cluster.state import USER
+from builder.cluster.state import USER, load
 from builder.cluster.vm import ssh
 
 pytestmark = pytest.mark.vm
+ENV_FILE = REPO / "tests" / "fixtures" / "saleor-tier.yaml"
+ENV = "saleor-tier"
+SALEOR_TIER = ("saleor-api", "saleor-dashboard", "storefront")
+# What each stand-in's bundle is made from, and how.
+STAND_INS = {
+    "saleor": ("saleor-standin", ["--runtime", "system", "--python-version", "3.13"]),
+    "dashboard": ("dashboard-standin", []),
+    "storefront": ("storefront-standin", []),
+}
 BEAT = "^/opt/saleor/venv/bin/python3? /opt/saleor/venv/bin/celery .*beat"
 
 
-@pytest.fixture
-def shop(stack):
-    return stack
+@pytest.fixture(scope="module")
+def saleor_images(baked, tmp_path_factory):
+    """Stand-in bundles in a private vendor/, and the three Saleor-tier roles baked from them
+    next to the data tier's images."""
+    builder, _ = baked
+    vendor = tmp_path_factory.mktemp("vendor")
+    for app, (source, options) in STAND_INS.items():
+        made = builder_json(builder, "vendor", app, "--version", "0.1.0", "--source",
+                     str(REPO / "tests" / "fixtures" / source), "--out", str(vendor), *options,
+                     timeout=900)
+        assert made["stand_in"] is True, made
+    builder.extra_env["BUILDER_VENDOR"] = str(vendor)
+    baked_tier = builder_json(builder, "bake", *SALEOR_TIER, "--target", "qemu", "--parallel", "2",
+                       timeout=3600)
+    return builder, baked_tier
+
+
+@pytest.fixture(scope="module")
+def shop(saleor_images):
+    builder, _ = saleor_images
+    started = time.monotonic()
+    up = builder.run("cluster", "up", "--env", str(ENV_FILE), "--json", "--timeout", "1800",
+                     timeout=2400)
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
+        cluster = load(builder.state, ENV)
+        yield builder, json.loads(up.stdout), cluster, time.monotonic() - started
+    finally:
+        down = builder.run("cluster", "down", "--env", str(ENV_FILE), timeout=300)
+        assert down.returncode == 0, down.stderr
+        assert not qemu_processes(str(builder.state / "cluster")), "VMs left running"
 
 
 def _status(builder) -> dict:
-    return builder_json(builder, "cluster", "status", "--env", str(STACK_FILE), timeout=300)
+    return builder_json(builder, "cluster", "status", "--env", str(ENV_FILE), timeout=300)
 
 
 def _on(cluster, role: str) -> list:
@@ -49,10 +85,15 @@ def test_bakes_installed_the_bundles(saleor_images):
 def test_every_node_ready_from_its_seed(shop):
     _, up, cluster, seconds = shop
     roles = sorted(n["role"] for n in up["nodes"])
-    assert roles == sorted(["etcd-patroni"] * 3 + ["haproxy", "redis", "saleor-api",
-                            "saleor-api", "saleor-dashboard", "storefront"])
+    assert roles == sorted(["etcd-patroni", "haproxy", "redis", "saleor-api", "saleor-api",
+                            "saleor-dashboard", "storefront"])
     assert up["skipped_roles"] == []
     print(f"shop up from cold: {seconds:.0f} s; ready per node: {up['ready_seconds']}")
+
+
+def test_post_boot_suites_pass_on_the_saleor_tier(shop, tmp_path):
+    builder, _, cluster, _ = shop
+    assert not post_boot_failures(builder, cluster, SALEOR_TIER + ("haproxy",), tmp_path)
 
 
 def test_graphql_through_haproxy_port_80_from_the_database(shop):
@@ -119,7 +160,7 @@ def test_beat_moves_when_its_node_dies(shop):
     holder = next(n for n in api if _run(cluster, n, f"pgrep -c -f '{BEAT}' || true")
                   .strip() == "1")
     other = next(n for n in api if n.name != holder.name)
-    builder_json(builder, "cluster", "kill", holder.name, "--env", str(STACK_FILE), timeout=120)
+    builder_json(builder, "cluster", "kill", holder.name, "--env", str(ENV_FILE), timeout=120)
     deadline = time.monotonic() + 240
     while _run(cluster, other, f"pgrep -c -f '{BEAT}' || true").strip() != "1":
         assert time.monotonic() < deadline, "beat did not move to the surviving node"

@@ -184,6 +184,12 @@ def up(env_name: str | None, only: tuple[str, ...], timeout: float, keep: bool) 
             cluster.save()
             started = _power_on(cluster, nodes)
             ready = wait_ready(cluster, nodes, started, timeout)
+        except OperationError as exc:
+            if keep:
+                raise
+            kept = keep_consoles(where, project.state / "logs", env.name)
+            _teardown(where)
+            raise OperationError(f"{exc}; consoles kept in {kept}") from exc
         except BaseException:
             if not keep:
                 _teardown(where)
@@ -191,6 +197,16 @@ def up(env_name: str | None, only: tuple[str, ...], timeout: float, keep: bool) 
     return {"env": env.name, "cluster": env.cluster_name, "directory": str(where),
             "ready_seconds": ready, "skipped_roles": skipped,
             "nodes": [{"name": n.name, "role": n.role, "address": n.address} for n in nodes]}
+
+
+def keep_consoles(where: Path, logs: Path, env_name: str) -> Path:
+    """Copy every node's serial console out of a cluster directory about to be removed:
+    the only record of why a guest died or never got ready."""
+    kept = logs / f"cluster-{env_name}-{time.strftime('%Y%m%dT%H%M%S')}"
+    kept.mkdir(parents=True, exist_ok=True)
+    for console in sorted(where.glob("nodes/*/console.log")):
+        shutil.copyfile(console, kept / f"{console.parent.name}.console.log")
+    return kept
 
 
 def _teardown(where: Path) -> list[str]:

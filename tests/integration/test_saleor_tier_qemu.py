@@ -1,20 +1,39 @@
 """The Saleor tier from its bundles: stand-in applications (tests/fixtures/*-standin, the
 real sources are unreachable here) vendored into bundles, baked with the real install
 steps, booted with the data tier by `builder cluster up`, configured by their node agents,
-and reached through HAProxy :80 and :9000 and the storefront's :3000."""
+and reached through HAProxy :80 and :9000 and the storefront's :3000.
+
+Then the API tier moves to saleor-api's `container` install method in the running shop, as
+an operator swaps an image version: a stand-in of the official image (the real one is
+unreachable here) built with mmdebstrap, pushed to a local TLS registry (Debian's
+docker-registry), pulled by podman in the bake VM through the environment's registry mirror
+with our test CA trusted through `ca_certificates`; then each API node is replaced by one
+booted from that image and run by its Quadlet units. One cluster serves both methods, so
+the data tier boots once for the whole module."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import REPO, builder_json, fetch, graphql_shop, post_boot_failures, qemu_processes
+import registry as oci
+from conftest import (
+    REPO,
+    Builder,
+    builder_json,
+    fetch,
+    graphql_shop,
+    post_boot_failures,
+    qemu_processes,
+)
 
 from builder.cluster import probe
 from builder.cluster.state import USER, load
 from builder.cluster.vm import ssh
+from builder.project import copy_tree
 
 pytestmark = pytest.mark.vm
 ENV_FILE = REPO / "tests" / "fixtures" / "saleor-tier.yaml"
@@ -27,6 +46,9 @@ STAND_INS = {
     "storefront": ("storefront-standin", []),
 }
 BEAT = "^/opt/saleor/venv/bin/python3? /opt/saleor/venv/bin/celery .*beat"
+CONTAINER_BEAT = "^/app/.venv/bin/python3? /app/.venv/bin/celery .*beat"
+# The container image is a newer release than the bundles: its first node migrates.
+CONTAINER_VERSION = "0.2.0"
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +115,8 @@ def test_every_node_ready_from_its_seed(shop):
 
 def test_post_boot_suites_pass_on_the_saleor_tier(shop, tmp_path):
     builder, _, cluster, _ = shop
-    assert not post_boot_failures(builder, cluster, SALEOR_TIER + ("haproxy",), tmp_path)
+    assert not post_boot_failures(builder, cluster, SALEOR_TIER + ("haproxy", "redis"),
+                                  tmp_path)
 
 
 def test_graphql_through_haproxy_port_80_from_the_database(shop):
@@ -166,3 +189,107 @@ def test_beat_moves_when_its_node_dies(shop):
         assert time.monotonic() < deadline, "beat did not move to the surviving node"
         time.sleep(5)
     print(f"beat moved to {other.name} {240 - (deadline - time.monotonic()):.0f} s after the kill")
+
+
+# --- the API tier swapped to the container install method -----------------------------------
+
+def _standin_rootfs(builder: Builder, work: Path) -> Path:
+    made = builder_json(builder, "vendor", "saleor", "--version", CONTAINER_VERSION, "--source",
+                        str(REPO / "tests" / "fixtures" / "saleor-standin"), "--out",
+                        str(work), "--runtime", "system", "--python-version", "3.13",
+                        timeout=900)
+    return oci.build_saleor_standin_rootfs(Path(made["path"]), work / "rootfs.tar")
+
+
+@pytest.fixture(scope="module")
+def container_image(shop, tmp_path_factory):
+    """saleor-api baked with install: container, pinned by digest, in a project copy sharing
+    the shop's state. The storefront and dashboard are done with and powered off first, so the
+    bake VM has the CPUs to itself but for the data tier."""
+    builder, _, cluster, _ = shop
+    for node in _on(cluster, "storefront") + _on(cluster, "saleor-dashboard"):
+        builder_json(builder, "cluster", "kill", node.name, "--env", str(ENV_FILE), timeout=120)
+    work = tmp_path_factory.mktemp("oci")
+    started = time.monotonic()
+    rootfs = _standin_rootfs(builder, work)
+    root = copy_tree(tmp_path_factory.mktemp("container-project"), REPO)
+    spec = root / "images" / "saleor-api.yaml"
+    text = spec.read_text()
+    assert "install: bundle\n" in text and 'tag: "3.23.28"' in text
+    with oci.Registry(work / "registry", oci.make_tls(work / "tls")) as reg:
+        digest = oci.push_image(reg, "saleor/saleor", CONTAINER_VERSION, rootfs,
+                                oci.saleor_standin_config(CONTAINER_VERSION))
+        print(f"stand-in image built and pushed in {time.monotonic() - started:.0f} s")
+        spec.write_text(text.replace("install: bundle\n", "install: container\n").replace(
+            'tag: "3.23.28"', f'tag: "{CONTAINER_VERSION}"\n  digest: {digest}'))
+        env = root / "registry-mirror.yaml"
+        env.write_text(f"name: registry-mirror\nmirrors:\n  registries:\n"
+                       f"    ghcr.io: {reg.vm_address()}\nca_certificates: [{reg.ca}]\n")
+        swapper = Builder(root, builder.state)
+        report = builder_json(swapper, "bake", "saleor-api", "--target", "qemu", "--env",
+                              str(env), timeout=3600)
+    return swapper, report, digest
+
+
+@pytest.fixture(scope="module")
+def swapped(container_image):
+    """Each API node replaced, one at a time, by an instance of the container image (the
+    newest saleor-api in the registry); the cluster as it is then."""
+    swapper, _, _ = container_image
+    seconds = {}
+    for name in ("saleor-api-1", "saleor-api-2"):
+        done = builder_json(swapper, "cluster", "replace", name, "--env", str(ENV_FILE),
+                            timeout=1800)
+        seconds[name] = done["ready_seconds"]
+    print(f"API nodes replaced, ready after {seconds} s")
+    return swapper, load(swapper.state, ENV)
+
+
+def test_container_bake_pulled_the_pinned_image_through_the_mirror(container_image):
+    _, report, _ = container_image
+    (bake,) = report["bakes"]
+    assert bake["status"] == "baked", report
+    print(f"saleor-api (container) baked in {bake['seconds']} s")
+
+
+def test_every_api_node_now_runs_the_pushed_image(swapped, container_image):
+    _, cluster = swapped
+    _, report, digest = container_image
+    for node in _on(cluster, "saleor-api"):
+        assert node.artifact == report["bakes"][0]["artifact"]
+        image = json.loads(_run(cluster, node, "cat /etc/builder/image.json"))
+        assert image["container"]["digest"] == digest
+        assert image["container"]["stand_in"] is True
+        assert "bundle" not in image
+
+
+def test_post_boot_suites_pass_on_the_container_nodes(swapped, tmp_path):
+    swapper, cluster = swapped
+    assert not post_boot_failures(swapper, cluster, ("saleor-api", "haproxy"), tmp_path)
+
+
+def test_graphql_through_haproxy_from_both_containers(swapped):
+    swapper, _ = swapped
+    answers = [graphql_shop(_status(swapper)["endpoints"]["api"]["port"]) for _ in range(4)]
+    assert all(a == {"data": {"shop": {"name": "Saleor e-commerce"}}} for a in answers), answers
+
+
+def test_the_new_release_migrated_once_and_exactly_one_beat_container(swapped):
+    swapper, cluster = swapped
+    api = _on(cluster, "saleor-api")
+    reports = [probe.agent_report(cluster.vm(n), cluster.key, USER)["result"] for n in api]
+    assert all(r["install"] == "container" for r in reports)
+    assert sorted(r["migrate"]["ran"] for r in reports) == [False, True], reports
+    beats = {n.name: (_run(cluster, n, f"pgrep -c -f '{CONTAINER_BEAT}' || true").strip(),
+                      _run(cluster, n, "sudo podman ps --quiet --filter name=^saleor-beat$ "
+                                       "| wc -l").strip()) for n in api}
+    assert sorted(beats.values()) == [("0", "0"), ("1", "1")], beats
+    dsn = _status(swapper)["endpoints"]["postgres"]["dsn"]
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        rows = conn.execute("SELECT release FROM builder_releases WHERE task = 'migrate' "
+                            "ORDER BY release").fetchall()
+        time.sleep(45)
+        recent = conn.execute("SELECT count(*) FROM standin_heartbeat "
+                              "WHERE at > now() - interval '40 seconds'").fetchone()[0]
+    assert rows == [("saleor-0.1.0",), (f"saleor-{CONTAINER_VERSION}",)]
+    assert 2 <= recent <= 6, recent  # one beat every 10 s, run by the worker containers

@@ -191,3 +191,16 @@ def test_end_asks_then_insists_and_reaps(tmp_path):
     assert end(stubborn.pid, lambda: stubborn.poll() is None, grace=0.5, name="stubborn")
     assert stubborn.returncode == -9
     assert not end(stubborn.pid, lambda: False, grace=1, name="gone")
+
+
+def test_a_failed_up_keeps_every_console_outside_the_cluster_directory(tmp_path):
+    where = tmp_path / "cluster" / "shop"
+    for name, text in (("haproxy-1", "haproxy booted"), ("redis-1", "Kernel panic")):
+        (where / "nodes" / name).mkdir(parents=True)
+        (where / "nodes" / name / "console.log").write_text(text)
+    kept = manage.keep_consoles(where, tmp_path / "logs", "shop")
+    shutil.rmtree(where)
+    assert kept.parent == tmp_path / "logs" and kept.name.startswith("cluster-shop-")
+    assert (kept / "redis-1.console.log").read_text() == "Kernel panic"
+    assert sorted(p.name for p in kept.iterdir()) == ["haproxy-1.console.log",
+                                                      "redis-1.console.log"]

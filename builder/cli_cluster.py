@@ -79,11 +79,15 @@ def start(node, env_name, as_json, timeout) -> None:
 @click.argument("node")
 @_env
 @_timeout
-def replace(node, env_name, as_json, timeout) -> None:
+@click.option("--image", metavar="VERSION-KEY",
+              help="Boot this image of the node's role (an artifact's directory name, as "
+                   "`builder bake` reports it, e.g. 1.2.0-d6a7611dce61) instead of the "
+                   "newest tested one: an image swap or a rollback.")
+def replace(node, env_name, as_json, timeout, image) -> None:
     """Replace NODE by a new instance (new instance-id, empty disk, same role and slot)."""
     from builder.cluster import manage, views
 
-    emit(manage.replace(env_name, node, timeout), as_json, views.done)
+    emit(manage.replace(env_name, node, timeout, image), as_json, views.done)
 
 
 @cluster.command()

@@ -34,11 +34,13 @@ FORWARDED = {"haproxy": (5432, 5433, 80, 9000, 8080), "storefront": (3000,)}
 FIRST_HOST = 10  # .10 onwards: low addresses are left to gateways and the like
 
 
-def _artifact(registry: Registry, role: str) -> str | None:
-    """The newest tested, unrevoked qemu artifact of the role still on disk."""
+def _artifact(registry: Registry, role: str, image: str | None = None) -> str | None:
+    """The newest tested, unrevoked qemu artifact of the role still on disk; with `image`,
+    the one of that name (`<version>-<key>`, the artifact's directory)."""
     for art in reversed(registry.list(role, "qemu")):
         on_disk = (Path(art.artifact) / "manifest.json").is_file()
-        if art.tests_passed and not art.revoked and on_disk:
+        if art.tests_passed and not art.revoked and on_disk and \
+                image in (None, Path(art.artifact).name):
             return art.artifact
     return None
 
@@ -252,23 +254,27 @@ def start(env_name: str | None, name: str, timeout: float) -> dict:
     return {"node": name, "ready_seconds": ready[name]}
 
 
-def replace(env_name: str | None, name: str, timeout: float) -> dict:
-    """A new instance in the node's slot: new instance-id, empty disk, same role."""
+def replace(env_name: str | None, name: str, timeout: float, image: str | None = None) -> dict:
+    """A new instance in the node's slot: new instance-id, empty disk, same role; booted
+    from `image` when given (an image swap or a rollback), else the role's newest."""
     project, roles, env = _context(env_name)
     cluster = load(project.state, env.name)
     with locked(project.state, cluster.env):
         node = cluster.node(name)
+        chosen = _artifact(Registry(default_path(project.state)), node.role, image)
+        if image and chosen is None:
+            raise UserError(f"no tested qemu image {image} of role {node.role} in the "
+                            "registry", field="--image")
         old = node.instance_id
         vm = cluster.vm(node)
         vm.kill()
         vm.disk.unlink(missing_ok=True)
         node.instance_id = _instance_id()
         node.generation += 1
-        node.artifact = _artifact(Registry(default_path(project.state)), node.role) \
-            or node.artifact
+        node.artifact = chosen or node.artifact
         _write_seed(cluster, node, project, roles, env)
         cluster.save()
         started = _power_on(cluster, [node])
         ready = wait_ready(cluster, [node], started, timeout)
     return {"node": name, "replaced": old, "instance_id": node.instance_id,
-            "ready_seconds": ready[name]}
+            "image": Path(node.artifact).name, "ready_seconds": ready[name]}

@@ -51,8 +51,44 @@ CONTAINER_BEAT = "^/app/.venv/bin/python3? /app/.venv/bin/celery .*beat"
 CONTAINER_VERSION = "0.2.0"
 
 
+def _standin_rootfs(builder: Builder, work: Path) -> Path:
+    made = builder_json(builder, "vendor", "saleor", "--version", CONTAINER_VERSION, "--source",
+                        str(REPO / "tests" / "fixtures" / "saleor-standin"), "--out",
+                        str(work), "--runtime", "system", "--python-version", "3.13",
+                        timeout=900)
+    return oci.build_saleor_standin_rootfs(Path(made["path"]), work / "rootfs.tar")
+
+
 @pytest.fixture(scope="module")
-def saleor_images(baked, tmp_path_factory):
+def container_image(baked, tmp_path_factory):
+    """saleor-api baked with install: container, pinned by digest, in a project copy sharing
+    the data tier's state; baked before the bundles, so `cluster up` boots the bundle image
+    (the newest) and the swap names this one."""
+    builder, _ = baked
+    work = tmp_path_factory.mktemp("oci")
+    started = time.monotonic()
+    rootfs = _standin_rootfs(builder, work)
+    root = copy_tree(tmp_path_factory.mktemp("container-project"), REPO)
+    spec = root / "images" / "saleor-api.yaml"
+    text = spec.read_text()
+    assert "install: bundle\n" in text and 'tag: "3.23.28"' in text
+    with oci.Registry(work / "registry", oci.make_tls(work / "tls")) as reg:
+        digest = oci.push_image(reg, "saleor/saleor", CONTAINER_VERSION, rootfs,
+                                oci.saleor_standin_config(CONTAINER_VERSION))
+        print(f"stand-in image built and pushed in {time.monotonic() - started:.0f} s")
+        spec.write_text(text.replace("install: bundle\n", "install: container\n").replace(
+            'tag: "3.23.28"', f'tag: "{CONTAINER_VERSION}"\n  digest: {digest}'))
+        env = root / "registry-mirror.yaml"
+        env.write_text(f"name: registry-mirror\nmirrors:\n  registries:\n"
+                       f"    ghcr.io: {reg.vm_address()}\nca_certificates: [{reg.ca}]\n")
+        swapper = Builder(root, builder.state)
+        report = builder_json(swapper, "bake", "saleor-api", "--target", "qemu", "--env",
+                              str(env), timeout=3600)
+    return swapper, report, digest
+
+
+@pytest.fixture(scope="module")
+def saleor_images(baked, container_image, tmp_path_factory):
     """Stand-in bundles in a private vendor/, and the three Saleor-tier roles baked from them
     next to the data tier's images."""
     builder, _ = baked
@@ -193,55 +229,23 @@ def test_beat_moves_when_its_node_dies(shop):
 
 # --- the API tier swapped to the container install method -----------------------------------
 
-def _standin_rootfs(builder: Builder, work: Path) -> Path:
-    made = builder_json(builder, "vendor", "saleor", "--version", CONTAINER_VERSION, "--source",
-                        str(REPO / "tests" / "fixtures" / "saleor-standin"), "--out",
-                        str(work), "--runtime", "system", "--python-version", "3.13",
-                        timeout=900)
-    return oci.build_saleor_standin_rootfs(Path(made["path"]), work / "rootfs.tar")
-
-
 @pytest.fixture(scope="module")
-def container_image(shop, tmp_path_factory):
-    """saleor-api baked with install: container, pinned by digest, in a project copy sharing
-    the shop's state. The storefront and dashboard are done with and powered off first, so the
-    bake VM has the CPUs to itself but for the data tier."""
+def swapped(shop, container_image):
+    """The image swap an operator makes: each API node replaced, one at a time, by an
+    instance of the container image; the cluster as it is then. The storefront and the
+    dashboard are done with and powered off first, to give the boots the CPUs."""
     builder, _, cluster, _ = shop
     for node in _on(cluster, "storefront") + _on(cluster, "saleor-dashboard"):
         builder_json(builder, "cluster", "kill", node.name, "--env", str(ENV_FILE), timeout=120)
-    work = tmp_path_factory.mktemp("oci")
-    started = time.monotonic()
-    rootfs = _standin_rootfs(builder, work)
-    root = copy_tree(tmp_path_factory.mktemp("container-project"), REPO)
-    spec = root / "images" / "saleor-api.yaml"
-    text = spec.read_text()
-    assert "install: bundle\n" in text and 'tag: "3.23.28"' in text
-    with oci.Registry(work / "registry", oci.make_tls(work / "tls")) as reg:
-        digest = oci.push_image(reg, "saleor/saleor", CONTAINER_VERSION, rootfs,
-                                oci.saleor_standin_config(CONTAINER_VERSION))
-        print(f"stand-in image built and pushed in {time.monotonic() - started:.0f} s")
-        spec.write_text(text.replace("install: bundle\n", "install: container\n").replace(
-            'tag: "3.23.28"', f'tag: "{CONTAINER_VERSION}"\n  digest: {digest}'))
-        env = root / "registry-mirror.yaml"
-        env.write_text(f"name: registry-mirror\nmirrors:\n  registries:\n"
-                       f"    ghcr.io: {reg.vm_address()}\nca_certificates: [{reg.ca}]\n")
-        swapper = Builder(root, builder.state)
-        report = builder_json(swapper, "bake", "saleor-api", "--target", "qemu", "--env",
-                              str(env), timeout=3600)
-    return swapper, report, digest
-
-
-@pytest.fixture(scope="module")
-def swapped(container_image):
-    """Each API node replaced, one at a time, by an instance of the container image (the
-    newest saleor-api in the registry); the cluster as it is then."""
-    swapper, _, _ = container_image
+    swapper, report, _ = container_image
+    image = Path(report["bakes"][0]["artifact"]).name
     seconds = {}
     for name in ("saleor-api-1", "saleor-api-2"):
         done = builder_json(swapper, "cluster", "replace", name, "--env", str(ENV_FILE),
-                            timeout=1800)
+                            "--image", image, timeout=1800)
+        assert done["image"] == image
         seconds[name] = done["ready_seconds"]
-    print(f"API nodes replaced, ready after {seconds} s")
+    print(f"API nodes replaced by {image}, ready after {seconds} s")
     return swapper, load(swapper.state, ENV)
 
 

@@ -31,8 +31,8 @@ def project(tmp_path, monkeypatch):
     return find_project(start=root)
 
 
-def register(project, role: str, tmp_path) -> str:
-    artifact = tmp_path / "artifacts" / role
+def register(project, role: str, tmp_path, name: str | None = None) -> str:
+    artifact = tmp_path / "artifacts" / role / (name or "1.0.0-kkkkkkkkkkkk")
     artifact.mkdir(parents=True)
     (artifact / "manifest.json").write_text(json.dumps({"image": f"{role}.qcow2"}))
     Registry(default_path(project.state)).record(Artifact(
@@ -204,3 +204,13 @@ def test_a_failed_up_keeps_every_console_outside_the_cluster_directory(tmp_path)
     assert (kept / "redis-1.console.log").read_text() == "Kernel panic"
     assert sorted(p.name for p in kept.iterdir()) == ["haproxy-1.console.log",
                                                       "redis-1.console.log"]
+
+
+def test_an_image_is_chosen_by_its_name_or_else_the_newest(project, tmp_path):
+    registry = Registry(default_path(project.state))
+    older = register(project, "saleor-api", tmp_path, "1.2.0-aaaaaaaaaaaa")
+    newer = register(project, "saleor-api", tmp_path, "1.2.0-bbbbbbbbbbbb")
+    assert manage._artifact(registry, "saleor-api") == newer
+    assert manage._artifact(registry, "saleor-api", "1.2.0-aaaaaaaaaaaa") == older
+    assert manage._artifact(registry, "saleor-api", "1.2.0-cccccccccccc") is None
+    assert manage._artifact(registry, "redis", "1.2.0-aaaaaaaaaaaa") is None

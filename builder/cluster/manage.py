@@ -14,6 +14,7 @@ import ipaddress
 import secrets as random
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from builder import spec as specs
@@ -126,28 +127,38 @@ def wait_ready(cluster: Cluster, nodes: list[Node], started: dict[str, float],
     pending = {n.name: n for n in nodes}
     ready: dict[str, float] = {}
     deadline = time.monotonic() + timeout
-    while pending:
-        for name, node in list(pending.items()):
-            vm = cluster.vm(node)
-            if not vm.running():
-                raise OperationError(f"{name}: VM powered off while booting (see "
-                                     f"{vm.console})")
-            report = probe.agent_report(vm, cluster.key, USER)
-            if not report:
-                continue
-            if report.get("state") == "failed":
-                raise OperationError(f"{name}: node agent failed: {report.get('error')}")
-            if report.get("state") in ("ready", "unconfigured"):
-                if report["state"] == "unconfigured":
-                    raise OperationError(f"{name}: booted without its node configuration")
-                ready[name] = round(time.monotonic() - started[name], 1)
-                del pending[name]
-        if pending and time.monotonic() > deadline:
-            raise OperationError(f"not ready after {timeout:.0f} s: {', '.join(pending)} "
-                                 f"(consoles under {cluster.directory / 'nodes'})")
-        if pending:
-            time.sleep(3)
+    # Every pending node asked at once: each answer is an SSH round trip into a TCG guest.
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        while pending:
+            asked = list(pool.map(lambda node: _boot_report(cluster, node), pending.values()))
+            for name, report in zip(list(pending), asked, strict=True):
+                if _settled(name, report):
+                    ready[name] = round(time.monotonic() - started[name], 1)
+                    del pending[name]
+            if pending and time.monotonic() > deadline:
+                raise OperationError(f"not ready after {timeout:.0f} s: {', '.join(pending)} "
+                                     f"(consoles under {cluster.directory / 'nodes'})")
+            if pending:
+                time.sleep(3)
     return ready
+
+
+def _boot_report(cluster: Cluster, node: Node) -> dict | None:
+    vm = cluster.vm(node)
+    if not vm.running():
+        raise OperationError(f"{node.name}: VM powered off while booting (see {vm.console})")
+    return probe.agent_report(vm, cluster.key, USER)
+
+
+def _settled(name: str, report: dict | None) -> bool:
+    """Whether a node's agent is done (ready); a failed or unconfigured agent raises."""
+    if not report:
+        return False
+    if report.get("state") == "failed":
+        raise OperationError(f"{name}: node agent failed: {report.get('error')}")
+    if report.get("state") == "unconfigured":
+        raise OperationError(f"{name}: booted without its node configuration")
+    return report.get("state") == "ready"
 
 
 def _power_on(cluster: Cluster, nodes: list[Node]) -> dict[str, float]:

@@ -3,6 +3,7 @@ endpoints the host reaches on 127.0.0.1 (with a ready-to-use DSN for the applica
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 from builder.agent.roles import APP_DATABASE, APP_USER
@@ -67,23 +68,28 @@ def _database(cluster: Cluster, rows: dict[str, dict]) -> None:
         return
 
 
+def _node_row(cluster: Cluster, node) -> dict:
+    vm = cluster.vm(node)
+    running = vm.running()
+    row = {"name": node.name, "role": node.role, "address": node.address,
+           "instance_id": node.instance_id, "generation": node.generation,
+           "power": "running" if running else "off",
+           "ssh": f"{USER}@127.0.0.1:{node.ssh_port}"}
+    if running:
+        report = probe.agent_report(vm, cluster.key, USER) or {}
+        row["agent"] = report.get("state", "no-report")
+        if report.get("error"):
+            row["agent_error"] = report["error"]
+    return row
+
+
 def status(env_name: str | None) -> dict:
     project, env = resolve(env_name)
     cluster = load(project.state, env)
-    rows: dict[str, dict] = {}
-    for node in cluster.nodes:
-        vm = cluster.vm(node)
-        running = vm.running()
-        row = {"name": node.name, "role": node.role, "address": node.address,
-               "instance_id": node.instance_id, "generation": node.generation,
-               "power": "running" if running else "off",
-               "ssh": f"{USER}@127.0.0.1:{node.ssh_port}"}
-        if running:
-            report = probe.agent_report(vm, cluster.key, USER) or {}
-            row["agent"] = report.get("state", "no-report")
-            if report.get("error"):
-                row["agent_error"] = report["error"]
-        rows[node.name] = row
+    # Nodes asked at once: each report is an SSH round trip into a (TCG) guest.
+    with ThreadPoolExecutor(max_workers=max(1, len(cluster.nodes))) as pool:
+        rows = {row["name"]: row for row in pool.map(lambda n: _node_row(cluster, n),
+                                                     cluster.nodes)}
     _database(cluster, rows)
     return {"env": cluster.env, "cluster": cluster.name, "cidr": cluster.cidr,
             "directory": str(cluster.directory), "ssh_key": str(cluster.key),

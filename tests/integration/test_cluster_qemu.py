@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import qemu_processes
+from conftest import post_boot_failures, qemu_processes
 
-from builder.bake import imagetest
 from builder.cluster import health
+from builder.cluster.state import load
 from builder.cluster.writer import CONNECT, Writer
 
 pytestmark = pytest.mark.vm
@@ -75,16 +74,7 @@ def test_post_boot_suites_pass_on_every_node(cluster, tmp_path):
     """tests/images/<role>/test_boot_*.py (and the common one) against each running node."""
     builder, _, _ = cluster
     _wait_healthy(builder)
-    where = builder.state / "cluster" / "local"
-    failed = {}
-    for node in json.loads((where / "cluster.json").read_text())["nodes"]:
-        junit = tmp_path / f"{node['name']}.xml"
-        rc = imagetest.run(Path(node["artifact"]) / "spec.json", "boot",
-                           f"debian@127.0.0.1:{node['ssh_port']}", where / "operator", None,
-                           junit, builder.root)
-        if rc != 0:
-            failed[node["name"]] = junit.read_text()[-3000:] if junit.exists() else rc
-    assert not failed, failed
+    assert not post_boot_failures(builder, load(builder.state, "local"), None, tmp_path)
 
 
 def test_haproxy_routes_writes_to_the_leader_only_and_reads_to_replicas(cluster):

@@ -105,6 +105,11 @@ def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: 
     prep.say(f"accelerator {accel}")
     cancel = threading.Event()
     results: dict[str, dict] = {}
+    sources, failed = _layers(todo, state, env, parallel) if layers else ({}, {})
+    if failed:
+        cancel.set()
+        results.update(failed)
+        todo = [item for item in todo if item.role.role not in failed]
 
     def one(item: Rendered) -> dict:
         role = item.role.role
@@ -115,13 +120,11 @@ def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: 
                     "seconds": 0.0}
         progress.say(f"baking {item.role.version} key {item.content_key[:12]}")
         try:
-            source = base_for[bases.identity(item.role.base)]
-            if layers and layer.applies(item.role, "qemu"):
-                source = layer.ensure(state, item.role, env.mirrors, progress)
-            elif layers:
-                progress.say("no package layer (no packages, or not a local base)")
-            else:
-                progress.say("no package layer (--no-layer): apt runs in the bake VM")
+            source = sources.get(role) or base_for[bases.identity(item.role.base)]
+            if role not in sources:
+                progress.say("no package layer (--no-layer): apt runs in the bake VM"
+                             if not layers else
+                             "no package layer (no packages, or not a local base)")
             facts = qemu.bake(item, source, accel, state, project, sha, progress, cancel)
         except packerrun.Cancelled:
             progress.say("cancelled, VM and temporary files removed")
@@ -158,3 +161,34 @@ def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: 
         raise
     pool.shutdown(wait=True)
     return results
+
+
+def _layers(todo: list[Rendered], state: Path, env: Environment,
+            parallel: int) -> tuple[dict[str, bases.Base], dict[str, dict]]:
+    """Every role's package layer, before any bake VM starts: native work on the host's
+    cores, `parallel` at a time, that would otherwise starve a booting TCG guest. Roles with
+    the same packages share one build. Returns the layer per role, and a failed result per
+    role whose layer could not be built."""
+    by_layer: dict[str, list[Rendered]] = {}
+    for item in todo:
+        if layer.applies(item.role, "qemu"):
+            ident = layer.identity(item.role.base, item.role.packages, env.mirrors)
+            by_layer.setdefault(ident, []).append(item)
+    sources: dict[str, bases.Base] = {}
+    failed: dict[str, dict] = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = {pool.submit(layer.ensure, state, items[0].role, env.mirrors,
+                               Progress(f"{items[0].role.role}: ")): items
+                   for items in by_layer.values()}
+        for future in concurrent.futures.as_completed(futures):
+            items = futures[future]
+            try:
+                built = future.result()
+            except OperationError as exc:
+                failed.update({i.role.role: {"role": i.role.role, "status": "failed",
+                                             "error": f"package layer: {exc}",
+                                             "content_key": i.content_key, "seconds": 0.0}
+                               for i in items})
+                continue
+            sources.update({i.role.role: built for i in items})
+    return sources, failed

@@ -111,6 +111,10 @@ def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: 
         results.update(failed)
         todo = [item for item in todo if item.role.role not in failed]
 
+    # Several TCG guests with two vCPUs each on a 2-core host spin on each other's locks:
+    # two bakes side by side booted in 108-124 s, where one alone reaches cloud-init in 31 s.
+    vm_cpus = 1 if accel != "kvm" and min(parallel, len(todo)) > 1 else None
+
     def one(item: Rendered) -> dict:
         role = item.role.role
         progress = Progress(f"{role}: ")
@@ -125,7 +129,8 @@ def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: 
                 progress.say("no package layer (--no-layer): apt runs in the bake VM"
                              if not layers else
                              "no package layer (no packages, or not a local base)")
-            facts = qemu.bake(item, source, accel, state, project, sha, progress, cancel)
+            facts = qemu.bake(item, source, accel, state, project, sha, progress, cancel,
+                              cpus=vm_cpus)
         except packerrun.Cancelled:
             progress.say("cancelled, VM and temporary files removed")
             return {"role": role, "status": "cancelled", "content_key": item.content_key,

@@ -91,7 +91,8 @@ def test_qemu_source(qemu, roles, role):
     assert "builder-final" in src["shutdown_command"]
     # Sizes come from the spec.
     assert src["memory"] == spec.targets.qemu.memory
-    assert src["cpus"] == spec.targets.qemu.cpus
+    assert src["cpus"] == "${var.cpus}"
+    assert variables(qemu[role])["cpus"]["default"] == spec.targets.qemu.cpus
     assert src["disk_size"] == spec.targets.qemu.disk_size
     assert src["vm_name"] == f"{role}.qcow2"
 

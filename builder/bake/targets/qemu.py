@@ -23,9 +23,10 @@ def artifact_dir(state: Path, item: Rendered) -> Path:
 
 
 def bake(item: Rendered, base: Base, accel: str, state: Path, project: Project, git_sha: str,
-         progress: Progress, cancel: threading.Event) -> dict:
+         progress: Progress, cancel: threading.Event, cpus: int | None = None) -> dict:
     """Returns the artifact facts; raises OperationError (failed) or packerrun.Cancelled.
-    Whatever happens, nothing is left but a complete, tested artifact."""
+    Whatever happens, nothing is left but a complete, tested artifact. `cpus` overrides the
+    spec's vCPU count."""
     final = artifact_dir(state, item)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".tmp-bake-{item.role.role}-", dir=final.parent))
@@ -43,6 +44,7 @@ def bake(item: Rendered, base: Base, accel: str, state: Path, project: Project, 
             "seed_dir": str(seed), "ssh_private_key_file": str(work / "bake_key"),
             "output_dir": str(work / "packer-out"), "accelerator": accel,
             "cpu_model": "host" if accel == "kvm" else "max",
+            "cpus": cpus or item.role.targets.qemu.cpus,
             "python": sys.executable, "project_root": str(project.root),
             "junit_path": str(work / "junit.xml"), "manifest_path": str(work / "manifest.json"),
             "content_key": item.content_key, "git_sha": git_sha,

@@ -35,14 +35,22 @@ def _semver(value: str) -> None:
         raise ValueError(f"expected a version like 1.2.3, got {value!r}")
 
 
+def _names_fit(value: str) -> None:
+    """A longer file name fails every system call that sees it (ENAMETOOLONG)."""
+    if any(len(part.encode()) > 255 for part in Path(value).parts):
+        raise ValueError("a file name in the path is longer than 255 bytes")
+
+
 def _relative(value: str) -> None:
     if value.startswith("/") or ".." in Path(value).parts:
         raise ValueError(f"must be a relative path inside the project, got {value!r}")
+    _names_fit(value)
 
 
 def _absolute(value: str) -> None:
     if not value.startswith("/") or ".." in Path(value).parts:
         raise ValueError(f"must be an absolute path in the image, got {value!r}")
+    _names_fit(value)
 
 
 def _mode(value: str) -> None:
@@ -455,7 +463,8 @@ class Environment:
     aws: AwsEnvironment = dataclasses.field(default_factory=AwsEnvironment)
     mirrors: Mirrors = dataclasses.field(default_factory=Mirrors)
     # PEM files trusted inside the bake VM (a corporate TLS-intercepting proxy, say).
-    ca_certificates: list[str] = dataclasses.field(default_factory=list)
+    ca_certificates: list[str] = checked(lambda v: [_names_fit(x) for x in v],
+                                         default_factory=list)
 
     path: Path | None = dataclasses.field(default=None, compare=False, init=False)
 

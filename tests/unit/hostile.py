@@ -27,12 +27,12 @@ HOSTILE = {
 _HCL_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\"}
 
 
-def hcl_literal(raw: str) -> str:
+def hcl_decode(raw: str) -> tuple[str, list[str]]:
     """The value of a quoted HCL string as python-hcl2 returns it (quotes and escapes kept):
-    escapes decoded, `$${`/`%%{` read as literal text. Any live `${` or `%{` is an error:
-    Packer would evaluate it."""
+    escapes decoded, `$${`/`%%{` read as literal text; and the live `${...}`/`%{...}`
+    sequences Packer would evaluate (kept in the text as written)."""
     assert raw[:1] == raw[-1:] == '"' and len(raw) >= 2, f"not a quoted HCL string: {raw!r}"
-    body, out, i = raw[1:-1], [], 0
+    body, out, lives, i = raw[1:-1], [], [], 0
     while i < len(body):
         if body[i] == "\\":
             kind = body[i + 1]
@@ -46,11 +46,22 @@ def hcl_literal(raw: str) -> str:
         elif body.startswith(("$${", "%%{"), i):
             out.append(body[i + 1:i + 3])
             i += 3
+        elif body.startswith(("${", "%{"), i):
+            end = body.index("}", i) + 1
+            lives.append(body[i:end])
+            out.append(body[i:end])
+            i = end
         else:
-            assert not body.startswith(("${", "%{"), i), f"live template sequence in {raw!r}"
             out.append(body[i])
             i += 1
-    return "".join(out)
+    return "".join(out), lives
+
+
+def hcl_literal(raw: str) -> str:
+    """A quoted HCL string that must hold no live template sequence, decoded."""
+    text, lives = hcl_decode(raw)
+    assert not lives, f"live template sequences {lives} in {raw!r}"
+    return text
 
 
 def shell_value(words: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from builder import bundles, contentkey
+from builder import bundles, contentkey, serialize
 from builder.bake import base as bases
 from builder.bake import layer, packer
 from builder.errors import UserError
@@ -52,7 +52,8 @@ def jinja_env(project: Project) -> jinja2.Environment:
         lstrip_blocks=True,
         autoescape=False,
     )
-    env.filters["tojson"] = lambda value: json.dumps(value)
+    # Every value crosses into HCL, shell or YAML through one of these (builder.serialize).
+    env.filters.update(serialize.FILTERS)
     return env
 
 

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from cryptography import x509
+
 from builder.errors import UserError
 from builder.project import Project
 from builder.typed import Source, build, checked, load_yaml
@@ -19,6 +21,13 @@ SIZE = re.compile(r"^[1-9][0-9]*[MG]$")
 # registry host[:port] / path, lower case (the OCI distribution spec's repository names).
 IMAGE_NAME = re.compile(r"[a-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+")
 TARGETS = ("qemu", "aws")
+# AWS's own shapes: eu-central-1, us-gov-west-1; t3.small, m7i-flex.large.
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+INSTANCE_TYPE = re.compile(r"[a-z0-9-]+\.[a-z0-9]+")
+# AWS limits: an AMI name <= 128 characters, its description <= 255.
+AMI_NAME_MAX = 128
+AMI_DESCRIPTION_MAX = 255
+CONTENT_KEY_IN_AMI_NAME = 12  # the ${substr(var.content_key, 0, 12)} of aws.pkr.hcl.j2
 
 
 def _semver(value: str) -> None:
@@ -26,14 +35,22 @@ def _semver(value: str) -> None:
         raise ValueError(f"expected a version like 1.2.3, got {value!r}")
 
 
+def _names_fit(value: str) -> None:
+    """A longer file name fails every system call that sees it (ENAMETOOLONG)."""
+    if any(len(part.encode()) > 255 for part in Path(value).parts):
+        raise ValueError("a file name in the path is longer than 255 bytes")
+
+
 def _relative(value: str) -> None:
     if value.startswith("/") or ".." in Path(value).parts:
         raise ValueError(f"must be a relative path inside the project, got {value!r}")
+    _names_fit(value)
 
 
 def _absolute(value: str) -> None:
     if not value.startswith("/") or ".." in Path(value).parts:
         raise ValueError(f"must be an absolute path in the image, got {value!r}")
+    _names_fit(value)
 
 
 def _mode(value: str) -> None:
@@ -95,6 +112,19 @@ class FileSpec:
 class ServiceSpec:
     name: str = checked(lambda v: _each(UNIT, "unit name")([v]))
     description: str = ""
+
+
+def _ami_description(value: str) -> None:
+    if len(value) > AMI_DESCRIPTION_MAX:
+        raise ValueError(f"{len(value)} characters: AWS allows {AMI_DESCRIPTION_MAX} in an AMI "
+                         "description")
+    # Packer expands Go templates ({{ .SourceAMI }}, {{ vault ... }}) in AMI descriptions.
+    if "{{" in value or "}}" in value:
+        raise ValueError("'{{' and '}}' are Packer template syntax: not allowed here")
+
+
+def _regions(values: list[str]) -> None:
+    _each(REGION, "AWS region name (like eu-central-1)")(values)
 
 
 def _bundle_app(value: str) -> None:
@@ -163,10 +193,11 @@ class QemuSettings:
 
 @dataclasses.dataclass(frozen=True)
 class AwsSettings:
-    instance_type: str = "t3.small"
+    instance_type: str = checked(lambda v: _each(INSTANCE_TYPE, "EC2 instance type")([v]),
+                                 default="t3.small")
     volume_size: int = checked(_positive, default=8)
     volume_type: Literal["gp3", "gp2", "io2"] = "gp3"
-    regions: list[str] = dataclasses.field(default_factory=list)
+    regions: list[str] = checked(_regions, default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,7 +210,7 @@ class TargetSettings:
 class RoleSpec:
     role: str = checked(lambda v: _each(ROLE_NAME, "role name")([v]))
     version: str = checked(_semver)
-    description: str = ""
+    description: str = checked(_ami_description, default="")
     base: BaseImage = dataclasses.field(default_factory=BaseImage)
     packages: list[str] = checked(_each(PACKAGE, "Debian package (name or name=version)"),
                                   default_factory=list)
@@ -315,16 +346,60 @@ def check_target(target: str) -> str:
 # --------------------------------------------------------------------------- environments
 
 
+# Nodes get addresses from .10 of the cluster network on (builder.cluster.manage.plan);
+# the lower ones are left to gateways and the like, the last one is never used.
+FIRST_NODE_HOST = 10
+PRIVATE_NETWORKS = tuple(ipaddress.IPv4Network(n)
+                         for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
 def _cidr(value: str) -> None:
     try:
-        ipaddress.ip_network(value)
+        network = ipaddress.ip_network(value)
     except ValueError:
         raise ValueError(f"{value!r} is not a network in CIDR notation") from None
+    if not isinstance(network, ipaddress.IPv4Network):
+        raise ValueError(f"{value} is IPv6: cluster networks are IPv4")
+    # pg_hba and the services' bind rules admit the whole cluster network.
+    if not any(network.subnet_of(private) for private in PRIVATE_NETWORKS):
+        raise ValueError(f"{value} is not inside a private (RFC 1918) network: 10.0.0.0/8, "
+                         "172.16.0.0/12 or 192.168.0.0/16")
+
+
+def node_capacity(cidr: str) -> int:
+    """How many nodes the network holds: its hosts from FIRST_NODE_HOST on, less the last."""
+    hosts = ipaddress.IPv4Network(cidr).num_addresses - 2
+    return max(0, hosts - FIRST_NODE_HOST)
+
+
+# RFC 3986 characters less those that quote, escape, comment or expand in the files a mirror
+# URL is written to (sources.list, pip.conf, npmrc, a sed script): no ' " ` \\ $ ; # { } or
+# whitespace.
+URL = re.compile(r"https?://[A-Za-z0-9.:\[\]-]+(/[A-Za-z0-9._~%!&()*+,=:@/?-]*)?")
 
 
 def _url(value: str | None) -> None:
-    if value is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
-        raise ValueError(f"expected an http(s) URL, got {value!r}")
+    if value is None:
+        return
+    # Checked first, and the value not shown: the password must not reach a log either.
+    if re.match(r"[^/]*//[^/]*@", value):
+        raise ValueError("credentials (user:password@) in a mirror URL would be baked into "
+                         "the image and printed in the bake log: not allowed")
+    if not URL.fullmatch(value):
+        raise ValueError(f"expected an http(s) URL of letters, digits and -._~%!&()*+,=:@/? "
+                         f"only, got {value!r}")
+
+
+def _tag_key(value: str) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9 _.:/=+@-]{1,128}", value) or value.startswith("aws:"):
+        raise ValueError(f"expected an EC2 tag key (1-128 of letters, digits, spaces and "
+                         f"_.:/=+-@, not starting with aws:), got {value!r}")
+
+
+def _ssm_prefix(value: str) -> None:
+    if not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", value):
+        raise ValueError(f"expected an SSM parameter path like /builder (letters, digits and "
+                         f"_.-), got {value!r}")
 
 
 def _channels(values: list[str]) -> None:
@@ -341,16 +416,16 @@ class Network:
 @dataclasses.dataclass(frozen=True)
 class Discovery:
     method: Literal["static", "aws-tags"] = "static"
-    tag_key: str = "builder:cluster"
+    tag_key: str = checked(_tag_key, default="builder:cluster")
 
 
 @dataclasses.dataclass(frozen=True)
 class AwsEnvironment:
-    region: str = "eu-central-1"
+    region: str = checked(lambda v: _regions([v]), default="eu-central-1")
     profile: str | None = None
     channels: list[str] = checked(_channels, default_factory=lambda: ["dev", "staging", "prod"])
-    ssm_prefix: str = checked(_absolute, default="/builder")
-    ami_regions: list[str] = dataclasses.field(default_factory=list)
+    ssm_prefix: str = checked(_ssm_prefix, default="/builder")
+    ami_regions: list[str] = checked(_regions, default_factory=list)
 
 
 def _registry_mirrors(values: dict[str, str]) -> None:
@@ -388,7 +463,8 @@ class Environment:
     aws: AwsEnvironment = dataclasses.field(default_factory=AwsEnvironment)
     mirrors: Mirrors = dataclasses.field(default_factory=Mirrors)
     # PEM files trusted inside the bake VM (a corporate TLS-intercepting proxy, say).
-    ca_certificates: list[str] = dataclasses.field(default_factory=list)
+    ca_certificates: list[str] = checked(lambda v: [_names_fit(x) for x in v],
+                                         default_factory=list)
 
     path: Path | None = dataclasses.field(default=None, compare=False, init=False)
 
@@ -429,15 +505,50 @@ def load_environment(name_or_file: str | None, project: Project,
     source = Source(shown, lines)
     env = build(Environment, data, source)
     object.__setattr__(env, "path", path)
+    _check_nodes(env, specs, project, source)
+    _check_ami_names(env, specs, source)
+    _check_ca_files(env, source)
+    return env
+
+
+def _check_nodes(env: Environment, specs: dict[str, RoleSpec], project: Project,
+                 source: Source) -> None:
     for role, count in env.nodes.items():
         if role not in specs:
             raise source.error(("nodes", role), f"names role {role!r}, which has no spec in "
                                f"{project.display(project.images)}")
         if count < 0:
             raise source.error(("nodes", role), f"node count must be >= 0, got {count}")
+    etcd = env.nodes.get("etcd-patroni")
+    if etcd is not None and (etcd < 1 or etcd % 2 == 0):
+        # An even member count tolerates no more failures than one fewer, and splits evenly.
+        raise source.error(("nodes", "etcd-patroni"),
+                           f"etcd needs an odd number of members >= 1 (3 or 5 for HA), "
+                           f"got {etcd}")
+    total, capacity = sum(env.nodes.values()), node_capacity(env.network.cidr)
+    if total > capacity:
+        raise source.error(("network", "cidr"),
+                           f"{env.network.cidr} holds {capacity} nodes (addresses from "
+                           f".{FIRST_NODE_HOST} on, the last one kept), the environment has "
+                           f"{total}")
+
+
+def _check_ami_names(env: Environment, specs: dict[str, RoleSpec], source: Source) -> None:
+    """<cluster>-<role>-<version>-<12 of the content key> must fit AWS's 128 characters."""
+    for spec in specs.values():
+        length = len(f"{env.cluster_name}-{spec.role}-{spec.version}-") + CONTENT_KEY_IN_AMI_NAME
+        if length > AMI_NAME_MAX:
+            raise source.error(("cluster_name",),
+                               f"the AMI name of role {spec.role} would be {length} characters "
+                               f"(AWS allows {AMI_NAME_MAX}): shorten the cluster name")
+
+
+def _check_ca_files(env: Environment, source: Source) -> None:
     for i, ca in enumerate(env.ca_paths()):
         if not ca.is_file():
             raise source.error(("ca_certificates", i), f"no such file {ca}")
-        if b"-----BEGIN CERTIFICATE-----" not in ca.read_bytes():
-            raise source.error(("ca_certificates", i), f"{ca} is not a PEM certificate")
-    return env
+        try:
+            x509.load_pem_x509_certificates(ca.read_bytes())
+        except ValueError:
+            raise source.error(("ca_certificates", i),
+                               f"{ca} is not a PEM certificate (or a bundle of them)") from None

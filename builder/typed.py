@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
@@ -28,7 +29,12 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[Any, Lines]:
         raise UserError("file not found", file=shown) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read: {exc}", file=shown) from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a NUL or other non-printable byte in the file
+        line = text.count("\n", 0, exc.position) + 1
+        raise UserError(f"malformed YAML: unacceptable character #x{exc.character:04x}",
+                        file=shown, line=line) from None
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -167,8 +173,22 @@ def _convert(tp: Any, value: Any, source: Source, path: tuple) -> Any:
     if tp is str:
         if not isinstance(value, str):
             raise source.error(path, f"expected a string, got {_describe(value)}")
+        _one_line_of_text(value, source, path)
         return value
     raise TypeError(f"unsupported annotation {tp!r}")  # a programming error, not user input
+
+
+# Line and paragraph separators, control characters (NUL, newline, tab, ESC, ...) and lone
+# surrogates: no spec or environment string needs them, and each would change the meaning
+# of a generated file or a log line, or could not be written as UTF-8 at all.
+_NOT_TEXT = {"Cc", "Cs", "Zl", "Zp"}
+
+
+def _one_line_of_text(value: str, source: Source, path: tuple) -> None:
+    for ch in value:
+        if unicodedata.category(ch) in _NOT_TEXT:
+            raise source.error(path, f"control character U+{ord(ch):04X} in a string "
+                               "(one line of printable text expected)")
 
 
 def _dataclass(cls: type, value: Any, source: Source, path: tuple) -> Any:

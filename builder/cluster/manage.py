@@ -32,7 +32,7 @@ ORDER = ("etcd-patroni", "redis", "saleor-api", "saleor-dashboard", "storefront"
 REQUIRED = ("etcd-patroni", "haproxy")
 # Ports the host reaches on 127.0.0.1 (guest port -> a free host port).
 FORWARDED = {"haproxy": (5432, 5433, 80, 9000, 8080), "storefront": (3000,)}
-FIRST_HOST = 10  # .10 onwards: low addresses are left to gateways and the like
+FIRST_HOST = specs.FIRST_NODE_HOST  # .10 onwards: low addresses are left to gateways and the like
 
 
 def _artifact(registry: Registry, role: str, image: str | None = None) -> str | None:

@@ -46,3 +46,23 @@ def listing(root: Path) -> dict[str, str] | None:
         else:
             out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
+
+
+def sample_ca_pem(name: str = "builder unit-test CA") -> str:
+    """A real self-signed CA certificate (PEM): environments refuse anything that is not."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(1).not_valid_before(start)
+            .not_valid_after(start + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()

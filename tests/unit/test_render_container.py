@@ -39,14 +39,27 @@ def test_provisioning_pulls_through_the_mirror_and_forgets_it(rendered):
     script = (rendered / "files" / "provision.sh").read_text()
     assert subprocess.run(["sh", "-n", "-c", script]).returncode == 0
     mirror = script.index('location = "10.0.2.2:5443"')
-    pull = script.index('podman pull --quiet "ghcr.io/saleor/saleor:3.23.28"')
+    pull = script.index('podman pull --quiet "$container_ref"')
     forget = script.index("rm -f /etc/containers/registries.conf.d/90-builder-mirrors.conf")
-    install = script.index('sh "$F/role/install-saleor.sh"')
+    install = script.index('sh "$F/role/"\'install-saleor.sh\'')
     assert mirror < pull < forget < install
-    assert 'export BUILDER_CONTAINER_IMAGE="ghcr.io/saleor/saleor:3.23.28"' in script
-    assert '"container": {"image": "ghcr.io/saleor/saleor"' in script
-    assert "bundle" not in script.split("cat > /etc/builder/image.json")[1].split("JSON\n")[1]
+    assert "container_ref='ghcr.io/saleor/saleor:3.23.28'\n" in script
+    assert 'export BUILDER_CONTAINER_IMAGE="$container_ref"' in script
+    image = image_json(script, container_digest="sha256:" + "c" * 64, container_stand_in="true")
+    assert image["container"] == {"image": "ghcr.io/saleor/saleor", "tag": "3.23.28",
+                                  "ref": "ghcr.io/saleor/saleor:3.23.28",
+                                  "digest": "sha256:" + "c" * 64, "stand_in": True}
+    assert "bundle" not in image and image["content_key"] == "k1"
 
+
+def image_json(script: str, **shell_vars: str) -> dict:
+    """/etc/builder/image.json as the provisioning script writes it, run in sh on its own
+    (stdout instead of the file; the bake's variables given)."""
+    part = script[script.index("image_json="):script.index(" > /etc/builder/image.json")]
+    env = {"PATH": "/usr/bin:/bin", "BUILDER_CONTENT_KEY": "k1", **shell_vars}
+    proc = subprocess.run(["sh", "-euc", part], capture_output=True, text=True, env=env,
+                          check=True)
+    return json.loads(proc.stdout)
 
 def test_no_bundle_and_only_the_container_units(rendered):
     assert not (rendered / "files" / "bundle").exists()

@@ -10,7 +10,7 @@ from builder import spec as specs
 from builder.errors import UserError
 from builder.project import find_project
 
-from .helpers import REPO, ROLES
+from .helpers import REPO, ROLES, sample_ca_pem
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +109,7 @@ mirrors:
   apt: http://deb.example.test/debian
 ca_certificates: [corp-ca.pem]
 """
-PEM = "-----BEGIN CERTIFICATE-----\nMIIBsample\n-----END CERTIFICATE-----\n"
+PEM = sample_ca_pem()
 
 
 def _check_staging(env: specs.Environment, where: Path) -> None:
@@ -234,3 +234,82 @@ def test_registry_mirrors_are_checked(project):
     with pytest.raises(UserError) as exc:
         specs.load_environment("mirrored", proj, specs.load_roles(proj))
     assert exc.value.field == "mirrors.registries" and "host[:port]" in str(exc.value)
+
+
+def _environment_error(project: Path, text: str, files: dict[str, str] | None = None):
+    (project / "environments").mkdir(exist_ok=True)
+    (project / "environments" / "checked.yaml").write_text(text)
+    for name, content in (files or {}).items():
+        (project / "environments" / name).write_text(content)
+    proj = find_project(start=project)
+    with pytest.raises(UserError) as exc:
+        specs.load_environment("checked", proj, specs.load_roles(proj))
+    assert exc.value.file == "environments/checked.yaml"
+    assert "\n" not in str(exc.value)
+    return exc.value
+
+
+TWELVE_NODES = "nodes: {etcd-patroni: 3, haproxy: 2, redis: 1, saleor-api: 6}\n"
+
+
+@pytest.mark.parametrize(("text", "field", "message"), [
+    ("network: {cidr: 10.20.0.0/30}\n" + TWELVE_NODES, "network.cidr", "holds 0 nodes"),
+    ("network: {cidr: 10.20.0.0/28}\n" + TWELVE_NODES, "network.cidr", "the environment has 12"),
+    ("network: {cidr: 0.0.0.0/0}\n", "network.cidr", "private (RFC 1918)"),
+    ("network: {cidr: 203.0.113.0/24}\n", "network.cidr", "private (RFC 1918)"),
+    ("network: {cidr: 'fd00::/64'}\n", "network.cidr", "IPv6"),
+    ("nodes: {etcd-patroni: 0}\n", "nodes.etcd-patroni", "odd number of members >= 1"),
+    ("nodes: {etcd-patroni: 2}\n", "nodes.etcd-patroni", "odd number"),
+    ("cluster_name: " + "c" * 5000 + "\n", "cluster_name", "AWS allows 128"),
+    ("cluster_name: \"shop\\nregion: x\"\n", "cluster_name", "control character U+000A"),
+    ("aws: {region: 'eu-central-1\"'}\n", "aws.region", "AWS region name"),
+    ("aws: {ami_regions: [eu-west-1, 'us east 1']}\n", "aws.ami_regions", "AWS region name"),
+    ("aws: {ssm_prefix: '/a b'}\n", "aws.ssm_prefix", "SSM parameter path"),
+    ("discovery: {tag_key: 'k\"ey'}\n", "discovery.tag_key", "EC2 tag key"),
+    ("discovery: {tag_key: 'aws:cluster'}\n", "discovery.tag_key", "not starting with aws:"),
+    ("mirrors: {apt: \"http://m/debian';touch${IFS}/tmp/x;'\"}\n", "mirrors.apt", "http(s) URL"),
+    ("mirrors: {pip: 'http://user:secret@m/simple'}\n", "mirrors.pip", "credentials"),
+    ("mirrors: {npm: 'ftp://m/npm'}\n", "mirrors.npm", "http(s) URL"),
+    ("mirrors: {apt_proxy: 'http://m:3142/#x'}\n", "mirrors.apt_proxy", "http(s) URL"),
+    ("aws: {profile: \"ops\\0\"}\n", "aws.profile", "control character U+0000"),
+])
+def test_environments_that_cannot_work_are_refused_at_load(project, text, field, message):
+    error = _environment_error(project, "name: checked\n" + text)
+    assert error.field == field and message in error.message, str(error)
+
+
+def test_a_pem_header_with_a_garbage_body_is_no_certificate(project):
+    error = _environment_error(
+        project, "name: checked\nca_certificates: [corp-ca.pem]\n",
+        {"corp-ca.pem": "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n"
+                        "-----END CERTIFICATE-----\n"})
+    assert error.field == "ca_certificates[0]" and "not a PEM certificate" in error.message
+
+
+def test_mirror_urls_with_sed_and_query_characters_load(project):
+    (project / "environments").mkdir(exist_ok=True)
+    url = "http://10.0.2.2:3142/debian&x=(1)*%41,+~!"
+    (project / "environments" / "ok.yaml").write_text(f"name: ok\nmirrors: {{apt: '{url}'}}\n")
+    proj = find_project(start=project)
+    assert specs.load_environment("ok", proj, specs.load_roles(proj)).mirrors.apt == url
+
+
+@pytest.mark.parametrize(("old", "new", "field", "message"), [
+    ("description: Redis for Saleor's cache and Celery broker\n",
+     "description: '" + "d" * 256 + "'\n", "description", "AWS allows 255"),
+    ("description: Redis for Saleor's cache and Celery broker\n",
+     "description: 'base {{ .SourceAMI }}'\n", "description", "Packer template syntax"),
+    ("    instance_type: t3.small\n", "    instance_type: 't3.small\"'\n",
+     "targets.aws.instance_type", "EC2 instance type"),
+    ("description: Redis for Saleor's cache and Celery broker\n",
+     "description: \"Redis\\tcache\"\n", "description", "control character U+0009"),
+])
+def test_role_fields_with_aws_limits(project, old, new, field, message):
+    path = project / "images" / "redis.yaml"
+    text = path.read_text()
+    assert text.count(old) == 1, f"images/redis.yaml no longer holds {old!r}"
+    path.write_text(text.replace(old, new))
+    with pytest.raises(UserError) as exc:
+        specs.load_role(path, find_project(start=project))
+    assert exc.value.field == field and message in exc.value.message, str(exc.value)
+    assert exc.value.file == "images/redis.yaml"

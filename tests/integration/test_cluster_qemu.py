@@ -136,9 +136,10 @@ def test_primary_crash_loses_no_acknowledged_write(cluster):
     new = health.leader(after)
     assert new["name"] != old["name"]
     # The old primary rejoined as a replica.
-    assert health.db_nodes(after)[old["name"]]["patroni"]["state"] == "streaming"
+    assert health.db_nodes(after)[old["name"]]["patroni"]["state"] == "streaming", after
     assert writer.missing(dsn) == [], "acknowledged writes lost"
-    assert writer.misrouted == 0
+    assert writer.misrouted == 0, f"{writer.misrouted} writes refused read-only: " \
+                                  f"{writer.errors[-8:]}"
     print(f"primary crash: write outage {outage:.1f} s, {len(writer.acks)} writes acknowledged")
 
 

@@ -272,10 +272,13 @@ def render(roles: list[RoleSpec], target: str, env: Environment, project: Projec
     """Render roles into out/<target>/<role>/, all or nothing."""
     # A failed render must leave no trace, not even an empty --out it had to create.
     created = [d for d in (out, *out.parents) if not d.exists()]
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".render-", dir=out))
-    jenv = jinja_env(project)
     done = False
+    try:
+        staging = _staging_in(out)
+    except BaseException:
+        _remove_empty(created)
+        raise
+    jenv = jinja_env(project)
     try:
         staged = [render_role(r, target, env, project, staging / r.role, jenv, layers)
                   for r in roles]
@@ -296,8 +299,26 @@ def render(roles: list[RoleSpec], target: str, env: Environment, project: Projec
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if not done:
-            for d in created:
-                try:
-                    d.rmdir()
-                except OSError:
-                    break
+            _remove_empty(created)
+
+
+def _staging_in(out: Path) -> Path:
+    """A private directory inside `out` (made if missing); a path that cannot hold one is
+    a bad --out, said in one line."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory", field="--out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=".render-", dir=out))
+    except OSError as exc:
+        raise UserError(f"cannot write into {out}: {exc.strerror or exc}",
+                        field="--out") from exc
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """The directories a failed render made for --out, innermost first."""
+    for d in created:
+        try:
+            d.rmdir()
+        except OSError:
+            break

@@ -227,3 +227,18 @@ def test_a_good_render_after_a_bad_one_replaces_the_earlier_render(project: Path
     assert proc.returncode == 0, proc.stderr
     assert not stale.exists()
     assert (out / "qemu" / "redis" / "redis.pkr.hcl").is_file()
+
+
+@pytest.mark.parametrize("where", ["a-file", "under-a-file"])
+def test_an_out_that_cannot_hold_a_render_is_one_line(where: str, project: Path,
+                                                       tmp_path: Path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("not a directory\n")
+    out = blocker if where == "a-file" else blocker / "out"
+    before = listing(tmp_path)
+    proc = run_builder(["render", "--all", "--out", str(out)], project)
+    error = _one_error_line(proc)
+    assert "--out" in error and str(out) in error
+    after = listing(tmp_path)
+    # Only builder's own state directory may have appeared; nothing next to --out.
+    assert {k: v for k, v in after.items() if not k.startswith("state/")} == before

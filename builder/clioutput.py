@@ -33,6 +33,9 @@ def run(command: click.Command, prog: str) -> None:
         click.echo(f"{prog}: interrupted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # click >= 8.2: a bare group
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+            sys.exit(0)
         param = getattr(exc, "param", None)
         field = f" ({param.opts[0]})" if param is not None and param.opts else ""
         click.echo(f"{prog}: error: {exc.format_message()}{field}", err=True)

@@ -242,3 +242,13 @@ def test_an_out_that_cannot_hold_a_render_is_one_line(where: str, project: Path,
     after = listing(tmp_path)
     # Only builder's own state directory may have appeared; nothing next to --out.
     assert {k: v for k, v in after.items() if not k.startswith("state/")} == before
+
+
+@pytest.mark.parametrize("group", [[], ["cluster"], ["release"], ["vendor"]])
+def test_a_bare_group_prints_its_help(group: list[str], project: Path):
+    proc = run_builder(group, project)
+    assert proc.returncode == 0, proc.stderr
+    usage = proc.stdout.splitlines()[0]
+    assert usage.startswith("Usage: ") and usage.endswith(
+        " ".join([*group, "[OPTIONS] COMMAND [ARGS]..."]))
+    assert "Commands:" in proc.stdout and proc.stderr == ""

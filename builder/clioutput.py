@@ -33,7 +33,7 @@ def run(command: click.Command, prog: str) -> None:
         click.echo(f"{prog}: interrupted", err=True)
         sys.exit(130)
     except click.UsageError as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # click >= 8.2: a bare group
+        if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # click >= 8.2
             click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
             sys.exit(0)
         param = getattr(exc, "param", None)

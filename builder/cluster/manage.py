@@ -32,7 +32,6 @@ ORDER = ("etcd-patroni", "redis", "saleor-api", "saleor-dashboard", "storefront"
 REQUIRED = ("etcd-patroni", "haproxy")
 # Ports the host reaches on 127.0.0.1 (guest port -> a free host port).
 FORWARDED = {"haproxy": (5432, 5433, 80, 9000, 8080), "storefront": (3000,)}
-FIRST_HOST = specs.FIRST_NODE_HOST  # .10 onwards: low addresses are left to gateways and the like
 
 
 def _artifact(registry: Registry, role: str, image: str | None = None) -> str | None:
@@ -71,10 +70,8 @@ def plan(project: Project, env: specs.Environment, roles: dict[str, specs.RoleSp
             continue
         qemu = roles[role_name].targets.qemu
         for index in range(1, count + 1):
-            slot = FIRST_HOST + len(nodes)
-            if slot >= len(hosts):
-                raise UserError(f"network {network} has too few addresses for "
-                                f"{sum(env.nodes.values())} nodes", field="network.cidr")
+            # The environment's load made sure the network holds every node.
+            slot = specs.FIRST_NODE_HOST + len(nodes)
             name = f"{role_name}-{index}"
             nodes.append(Node(
                 name=name, role=role_name, address=str(hosts[slot - 1]),

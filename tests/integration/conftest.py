@@ -1,5 +1,8 @@
 """Integration fixtures: a private copy of the project and a private state directory per
-test session, so tests never touch a developer's packer/ or output/."""
+test session, so tests never touch a developer's packer/ or output/. Every image is baked
+once per session, and one cluster of the whole stack (the built-in `local` environment)
+serves every module that boots one, in the order the modules run: the Saleor tier's checks,
+its install-method swap, then the database failover and replacement."""
 
 from __future__ import annotations
 
@@ -12,7 +15,9 @@ import time
 from pathlib import Path
 
 import pytest
+import registry as oci
 
+from builder.cluster.state import load
 from builder.project import copy_tree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +98,94 @@ def baked(tmp_path_factory, shared_bases):
     return builder, json.loads(proc.stdout)
 
 
+SALEOR_TIER = ("saleor-api", "saleor-dashboard", "storefront")
+# What each stand-in's bundle is made from, and how (tests/fixtures/*-standin: the real
+# sources are unreachable here).
+STAND_INS = {
+    "saleor": ("saleor-standin", ["--runtime", "system", "--python-version", "3.13"]),
+    "dashboard": ("dashboard-standin", []),
+    "storefront": ("storefront-standin", []),
+}
+# The container image is a newer release than the bundles: its first node migrates.
+CONTAINER_VERSION = "0.2.0"
+
+
+def _standin_rootfs(builder: Builder, work: Path) -> Path:
+    made = builder_json(builder, "vendor", "saleor", "--version", CONTAINER_VERSION, "--source",
+                        str(REPO / "tests" / "fixtures" / "saleor-standin"), "--out",
+                        str(work), "--runtime", "system", "--python-version", "3.13",
+                        timeout=900)
+    return oci.build_saleor_standin_rootfs(Path(made["path"]), work / "rootfs.tar")
+
+
+@pytest.fixture(scope="session")
+def container_image(baked, tmp_path_factory):
+    """saleor-api baked with install: container, pinned by digest, in a project copy sharing
+    the data tier's state: a stand-in of the official image built with mmdebstrap, pushed to
+    a local TLS registry (Debian's docker-registry) and pulled by podman in the bake VM
+    through the environment's registry mirror, our test CA trusted through
+    `ca_certificates`. Baked before the bundles, so `cluster up` boots the bundle image (the
+    newest) and the swap names this one."""
+    builder, _ = baked
+    work = tmp_path_factory.mktemp("oci")
+    started = time.monotonic()
+    rootfs = _standin_rootfs(builder, work)
+    root = copy_tree(tmp_path_factory.mktemp("container-project"), REPO)
+    spec = root / "images" / "saleor-api.yaml"
+    text = spec.read_text()
+    assert "install: bundle\n" in text and 'tag: "3.23.28"' in text
+    with oci.Registry(work / "registry", oci.make_tls(work / "tls")) as reg:
+        digest = oci.push_image(reg, "saleor/saleor", CONTAINER_VERSION, rootfs,
+                                oci.saleor_standin_config(CONTAINER_VERSION))
+        print(f"stand-in image built and pushed in {time.monotonic() - started:.0f} s")
+        spec.write_text(text.replace("install: bundle\n", "install: container\n").replace(
+            'tag: "3.23.28"', f'tag: "{CONTAINER_VERSION}"\n  digest: {digest}'))
+        env = root / "registry-mirror.yaml"
+        env.write_text(f"name: registry-mirror\nmirrors:\n  registries:\n"
+                       f"    ghcr.io: {reg.vm_address()}\nca_certificates: [{reg.ca}]\n")
+        swapper = Builder(root, builder.state)
+        report = builder_json(swapper, "bake", "saleor-api", "--target", "qemu", "--env",
+                              str(env), timeout=3600)
+    return swapper, report, digest
+
+
+@pytest.fixture(scope="session")
+def saleor_images(baked, container_image, tmp_path_factory):
+    """Stand-in bundles in a private vendor/, and the three Saleor-tier roles baked from them
+    next to the data tier's images."""
+    builder, _ = baked
+    vendor = tmp_path_factory.mktemp("vendor")
+    for app, (source, options) in STAND_INS.items():
+        made = builder_json(builder, "vendor", app, "--version", "0.1.0", "--source",
+                            str(REPO / "tests" / "fixtures" / source), "--out", str(vendor),
+                            *options, timeout=900)
+        assert made["stand_in"] is True, made
+    builder.extra_env["BUILDER_VENDOR"] = str(vendor)
+    baked_tier = builder_json(builder, "bake", *SALEOR_TIER, "--target", "qemu",
+                              "--parallel", "2", timeout=3600)
+    return builder, baked_tier
+
+
+@pytest.fixture(scope="session")
+def stack(saleor_images):
+    """The whole stack of the built-in `local` environment (3 x etcd-patroni, HAProxy,
+    Redis, 2 x saleor-api, dashboard, storefront) booted once by `builder cluster up`, each
+    node configured from its seed alone; powered off and removed at the end of the session.
+    Yields the builder, `up`'s report, the cluster and the seconds `up` took."""
+    builder, _ = saleor_images
+    started = time.monotonic()
+    up = builder.run("cluster", "up", "--json", "--timeout", "1800", timeout=2400)
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
+        yield builder, json.loads(up.stdout), load(builder.state, "local"), \
+            time.monotonic() - started
+    finally:
+        down = builder.run("cluster", "down", timeout=300)
+        assert down.returncode == 0, down.stderr
+        assert not qemu_processes(str(builder.state / "cluster")), "VMs left running"
+        assert not (builder.state / "cluster" / "local").exists()
+
+
 @pytest.fixture
 def make_builder(tmp_path_factory, shared_bases):
     def make(name: str) -> Builder:
@@ -139,6 +232,38 @@ def fetch(url: str, *, body: bytes | None = None, headers: dict | None = None) -
     req = urllib.request.Request(url, data=body, headers=headers or {})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return resp.status, resp.read().decode()
+
+
+# Celery beat as `pgrep -f` patterns: in a bundle's venv, and in the official image's.
+BEAT = "^/opt/saleor/venv/bin/python3? /opt/saleor/venv/bin/celery .*beat"
+CONTAINER_BEAT = "^/app/.venv/bin/python3? /app/.venv/bin/celery .*beat"
+
+
+def beats(cluster) -> dict[str, int]:
+    """Celery beat processes on each running saleor-api node, either install method."""
+    from builder.cluster.state import USER
+    from builder.cluster.vm import ssh
+
+    counted = {}
+    for node in cluster.nodes:
+        if node.role != "saleor-api" or not cluster.vm(node).running():
+            continue
+        proc = ssh(cluster.vm(node), cluster.key, USER,
+                   f"pgrep -c -f '{BEAT}|{CONTAINER_BEAT}' || true", timeout=60)
+        assert proc.returncode == 0, f"{node.name}: {proc.stderr}"
+        counted[node.name] = int(proc.stdout)
+    return counted
+
+
+def recent_heartbeats(dsn: str) -> int:
+    """Heartbeat rows the worker wrote in the last 40 s, counted after waiting 45 s: one
+    beat sends the task every 10 s, so about 4; two beats would make about 8."""
+    import psycopg
+
+    time.sleep(45)
+    with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
+        return conn.execute("SELECT count(*) FROM standin_heartbeat "
+                            "WHERE at > now() - interval '40 seconds'").fetchone()[0]
 
 
 def graphql_shop(port: int) -> dict:

@@ -76,6 +76,7 @@ def print_rendered(data: dict) -> None:
 
 
 def validate(roles, all_roles, target, env_name, images) -> dict:
+    from builder import boottemplates
     from builder import validate as gate
 
     started = time.monotonic()
@@ -85,6 +86,8 @@ def validate(roles, all_roles, target, env_name, images) -> dict:
     with tempfile.TemporaryDirectory(prefix="builder-validate-") as scratch:
         results = rendering.render(chosen, target, env, project, Path(scratch) / "out",
                                    samples=Path(scratch) / "samples")
+        for item in results:
+            boottemplates.render(item, project, item.directory / gate.BOOT)
         checks = gate.run(results, project)
     failed = [c for c in checks if not c.ok]
     return {"ok": not failed, "target": target, "environment": env.name, "skipped": skipped,

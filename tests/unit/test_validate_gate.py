@@ -21,8 +21,9 @@ BUNDLED = ("saleor-api", "saleor-dashboard", "storefront")
 
 
 def expected_checks(target: str) -> list[tuple[str, str]]:
+    # Every role has boot-time templates.
     checks = [(role, name) for role in ROLES
-              for name in PER_ROLE + (["bundle"] if role in BUNDLED else [])]
+              for name in [*PER_ROLE, "boot-templates"] + (["bundle"] if role in BUNDLED else [])]
     return checks + ([("*", "bake-seed-schema")] if target == "qemu" else [])
 
 
@@ -117,7 +118,7 @@ def test_results_keep_their_order_whatever_finishes_first(monkeypatch):
 
     class Item:
         def __init__(self, name):
-            self.role = type("R", (), {"role": name, "bundle": None})()
+            self.role = type("R", (), {"role": name, "bundle": None, "templates": []})()
             self.target = "aws"
             self.directory = REPO
 

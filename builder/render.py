@@ -16,7 +16,7 @@ from pathlib import Path
 
 import jinja2
 
-from builder import bundles, contentkey, serialize
+from builder import bundles, contentkey, samplebundle, serialize
 from builder.bake import base as bases
 from builder.bake import layer, packer
 from builder.errors import UserError
@@ -139,11 +139,16 @@ def missing_bundle(role: RoleSpec, project: Project) -> str | None:
     return None if found else why
 
 
-def bundle_for(role: RoleSpec, project: Project) -> bundles.Bundle | None:
-    """The verified application bundle the role installs (None for roles without one)."""
+def bundle_for(role: RoleSpec, project: Project,
+               samples: Path | None = None) -> bundles.Bundle | None:
+    """The verified application bundle the role installs (None for roles without one). With
+    `samples` (a scratch directory; `validate` only), a role whose bundle is not in vendor/
+    gets a sample bundle made there instead of an error."""
     if role.bundle is None:
         return None
     found, why = _find_bundle(role, project)
+    if found is None and samples is not None:
+        found = samplebundle.write(role, samples)
     if found is None:
         raise UserError(why, file=project.display(role.path), field="bundle")
     return bundles.verify(found.path)
@@ -181,9 +186,10 @@ def _copy_agent(dest: Path) -> None:
 
 
 def render_role(role: RoleSpec, target: str, env: Environment, project: Project,
-                dest: Path, jenv: jinja2.Environment, layers: bool = True) -> Rendered:
-    """Write one role's directory at dest (which must not exist)."""
-    bundle = bundle_for(role, project)
+                dest: Path, jenv: jinja2.Environment, layers: bool = True,
+                samples: Path | None = None) -> Rendered:
+    """Write one role's directory at dest (which must not exist); `samples`: see bundle_for."""
+    bundle = bundle_for(role, project, samples)
     ctx = context_for(role, target, env) | {"bundle": _bundle_context(bundle),
                                              "container": _container_context(role)}
     files = dest / "files"
@@ -268,8 +274,8 @@ def content_key(role: RoleSpec, target: str, directory: Path, project: Project,
 
 
 def render(roles: list[RoleSpec], target: str, env: Environment, project: Project,
-           out: Path, layers: bool = True) -> list[Rendered]:
-    """Render roles into out/<target>/<role>/, all or nothing."""
+           out: Path, layers: bool = True, samples: Path | None = None) -> list[Rendered]:
+    """Render roles into out/<target>/<role>/, all or nothing; `samples`: see bundle_for."""
     # A failed render must leave no trace, not even an empty --out it had to create.
     created = [d for d in (out, *out.parents) if not d.exists()]
     done = False
@@ -280,7 +286,7 @@ def render(roles: list[RoleSpec], target: str, env: Environment, project: Projec
         raise
     jenv = jinja_env(project)
     try:
-        staged = [render_role(r, target, env, project, staging / r.role, jenv, layers)
+        staged = [render_role(r, target, env, project, staging / r.role, jenv, layers, samples)
                   for r in roles]
         results = []
         for item in staged:

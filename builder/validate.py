@@ -16,6 +16,7 @@ from pathlib import Path
 import hcl2
 import jinja2
 
+from builder import bundles, configcheck, samplebundle
 from builder.bake import packer, sshkey
 from builder.errors import UserError
 from builder.project import Project
@@ -200,6 +201,35 @@ def _shell_syntax(item: Rendered) -> str:
     return "sh -n"
 
 
+def _bundle(item: Rendered) -> str:
+    """Which bundle the role was rendered with: the vendor's (its tarball verified again as
+    placed) or a sample standing in for the static checks."""
+    [placed] = sorted((item.directory / "files" / "bundle").glob("*" + bundles.SUFFIX))
+    try:
+        found = bundles.verify(placed)
+    except UserError as exc:
+        raise _Fail(exc.render()) from None
+    if samplebundle.is_sample(found):
+        return f"SAMPLE {found.app} bundle (none in vendor/): static checks only"
+    return f"{found.path.name} verified ({'stand-in' if found.stand_in else 'application'})"
+
+
+BOOT = "boot"  # where validate renders a role's boot-time templates, in its directory
+
+
+def _boot_templates(item: Rendered) -> str:
+    """Each rendered boot-time template checked by the program that reads it."""
+    done = []
+    for path in sorted(p for p in (item.directory / BOOT).rglob("*")
+                       if p.is_file() and ".root" not in p.parts):
+        try:
+            how = configcheck.check(path)
+        except configcheck.ConfigError as exc:
+            raise _Fail(str(exc)) from None
+        done.append(f"{path.relative_to(item.directory / BOOT)}: {how}")
+    return "; ".join(done)
+
+
 def bake_seed(project: Project, public_key: str, target: str) -> str:
     from builder.render import BAKE_USERS
 
@@ -246,6 +276,10 @@ def run(rendered: list[Rendered], project: Project) -> list[Check]:
                          lambda item=item: _cloud_init_schema(item.directory / "user-data",
                                                               schemas)))
             jobs.append((role, "shell-syntax", lambda item=item: _shell_syntax(item)))
+            if item.role.templates:
+                jobs.append((role, "boot-templates", lambda item=item: _boot_templates(item)))
+            if item.role.bundle is not None:
+                jobs.append((role, "bundle", lambda item=item: _bundle(item)))
         if rendered[0].target == "qemu":
             jobs.append(("*", "bake-seed-schema", lambda: _bake_seed_schema(project, "qemu")))
         order = sorted(range(len(jobs)), key=lambda i: _COST.get(jobs[i][1], 3))

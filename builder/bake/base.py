@@ -166,6 +166,8 @@ def build_disk(tmp: Path, suite: str, include: tuple[str, ...], progress: Progre
     if mirror:
         cmd.append(mirror)
     _run(cmd, "mmdebstrap", log)
+    if mirror:
+        debian_sources(rootfs, mirror)
     for rel, text in FILES.items():
         (rootfs / rel).parent.mkdir(parents=True, exist_ok=True)
         (rootfs / rel).write_text(text)
@@ -193,6 +195,19 @@ def build_disk(tmp: Path, suite: str, include: tuple[str, ...], progress: Progre
     return {"suite": suite, "image": "base.qcow2", "checksum": _sha256(tmp / "base.qcow2"),
             "kernel": "vmlinuz", "initrd": "initrd.img",
             "seconds": round(time.monotonic() - started, 1)}
+
+
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+
+
+def debian_sources(rootfs: Path, mirror: str) -> None:
+    """mmdebstrap writes the mirror it fetched from into the apt sources: put Debian's back,
+    so an image made from this disk names no build-network host (the bake's own mirror
+    rewrite is undone by seal, and the finished disk is checked for both)."""
+    apt = rootfs / "etc" / "apt"
+    for path in [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*"))]:
+        if path.is_file():
+            path.write_text(path.read_text().replace(mirror.rstrip("/"), DEBIAN_MIRROR))
 
 
 def _fetch_official(state: Path, base: BaseImage, progress: Progress) -> Base:

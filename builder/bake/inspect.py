@@ -9,7 +9,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from builder.bake import base as bases
+from builder.bake import layer
 from builder.errors import OperationError
+from builder.spec import Mirrors
 
 
 class Image:
@@ -61,9 +64,40 @@ class Image:
             raise OperationError(f"could not extract {path} from {self.qcow2.name}")
 
 
-def hygiene(img: Image, bake_user: str) -> list[str]:
-    """Problems found; an empty list means the image is clean."""
-    problems = []
+# What provision writes for the bake's network and seal removes (or puts back).
+BAKE_SETTINGS = ("/etc/pip.conf", "/etc/npmrc", "/etc/apt/apt.conf.d/01builder-proxy",
+                 "/etc/containers/registries.conf.d/90-builder-mirrors.conf")
+APT_DIRS = ("/etc/apt", "/etc/apt/sources.list.d")
+
+
+def mirror_urls(mirrors: Mirrors) -> list[str]:
+    """Every bake-time mirror URL as the bake VM saw it and as the build host did (a layer
+    is fetched from the host's view)."""
+    urls = [u for u in (mirrors.apt, mirrors.apt_proxy, mirrors.pip, mirrors.npm) if u]
+    views = {view.rstrip("/") for u in urls for view in (u, layer.host_view(u))}
+    return sorted(views - {bases.DEBIAN_MIRROR})  # a "mirror" that is Debian's own is fine
+
+
+def mirror_settings(img: Image, mirrors: list[str]) -> list[str]:
+    """What seal should have removed or put back: the bake's pip/npm/proxy/registry files,
+    apt sources provision kept aside, and apt sources that name one of `mirrors`."""
+    problems = [f"{path} is left in the image" for path in BAKE_SETTINGS if img.exists(path)]
+    for directory in APT_DIRS:
+        for name in sorted(img.listdir(directory)):
+            path = f"{directory}/{name}"
+            if name.endswith(".builder-orig"):
+                problems.append(f"{path} is left in the image (seal did not restore it)")
+            elif path == "/etc/apt/sources.list" or directory == APT_DIRS[1]:
+                named = [m for m in mirrors if m in (img.read(path) or "")]
+                if named:
+                    problems.append(f"{path} still names the bake mirror {named[0]}")
+    return problems
+
+
+def hygiene(img: Image, bake_user: str, mirrors: list[str] = ()) -> list[str]:
+    """Problems found; an empty list means the image is clean. `mirrors`: the bake's mirror
+    URLs (mirror_urls), none of which an apt source may still name."""
+    problems = mirror_settings(img, list(mirrors))
     machine_id = img.read("/etc/machine-id")
     if machine_id is not None and machine_id.strip() not in ("", "uninitialized"):
         problems.append("/etc/machine-id has content")

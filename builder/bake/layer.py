@@ -39,6 +39,10 @@ def identity(base: BaseImage, packages: list[str], mirrors: Mirrors) -> str:
     A proxy is transport only and is left out."""
     recipe = {"base": bases.identity(base), "packages": sorted(set(packages)),
               "apt_mirror": mirrors.apt, "recipe": RECIPE_VERSION}
+    if mirrors.apt:
+        # Layers from a mirror now keep Debian's sources (base.debian_sources); those made
+        # without one are unchanged and keep their key.
+        recipe["sources"] = "debian"
     blob = json.dumps(recipe, sort_keys=True).encode()
     return f"layer:{base.suite}:{hashlib.sha256(blob).hexdigest()[:16]}"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from builder.bake import accel as accelerators
 from builder.bake import base as bases
-from builder.bake import layer, packer, packerrun
+from builder.bake import inspect, layer, packer, packerrun
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
 from builder.project import Project
@@ -130,7 +130,7 @@ def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: 
                              if not layers else
                              "no package layer (no packages, or not a local base)")
             facts = qemu.bake(item, source, accel, state, project, sha, progress, cancel,
-                              cpus=vm_cpus)
+                              cpus=vm_cpus, mirrors=inspect.mirror_urls(env.mirrors))
         except packerrun.Cancelled:
             progress.say("cancelled, VM and temporary files removed")
             return {"role": role, "status": "cancelled", "content_key": item.content_key,

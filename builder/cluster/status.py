@@ -30,9 +30,10 @@ def endpoints(cluster: Cluster, secrets: dict[str, str]) -> dict:
             f"@127.0.0.1:{out['postgres']['port']}/{APP_DATABASE}")
     if "stats" in out:
         base = f"http://127.0.0.1:{out['stats']['port']}"
+        # Both take the stats user and its password (secrets.json, haproxy_stats_password).
         out["stats"].update(url=f"{base}/haproxy_stats", user="stats")
         out["metrics"] = {"host": "127.0.0.1", "port": out["stats"]["port"],
-                          "url": f"{base}/metrics"}
+                          "url": f"{base}/metrics", "user": "stats"}
     for node in cluster.nodes:
         if node.role == "storefront" and 3000 in node.forwards:
             out.setdefault("storefront", {"host": "127.0.0.1", "port": node.forwards[3000]})

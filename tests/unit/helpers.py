@@ -66,3 +66,13 @@ def sample_ca_pem(name: str = "builder unit-test CA") -> str:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
     return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def run_sandboxed(script: str, start: str, end: str, etc: Path) -> None:
+    """Runs the part of a rendered script from `start` up to `end` in sh, with its /etc paths
+    (each follows a space in these steps) moved to `etc`: what the bake VM's /etc would get,
+    nothing outside touched (PATH has only the usual homes of sed, cp and printf)."""
+    part = script[script.index(start):script.index(end)]
+    part = part.replace(" /etc/", f" {etc}/")
+    subprocess.run(["sh", "-euc", 'say() { echo "builder: $*"; }\n' + part], check=True,
+                   cwd=etc.parent, capture_output=True, env={"PATH": "/usr/bin:/bin"})

@@ -214,7 +214,7 @@ def test_haproxy_routes_every_backend_with_the_stats_password(tmp_path):
     text = path.read_text()
     lines = [" ".join(line.split()) for line in text.splitlines()]
     assert "bind 0.0.0.0:5432" in lines and "bind 0.0.0.0:80" in lines
-    assert "stats auth stats:haproxy_stats_password-value" in lines
+    assert "user stats insecure-password haproxy_stats_password-value" in lines
     for p in DB:
         assert lines.count(f"server {p['name']} {p['address']}:5432 check port 8008") == 2
     assert "option httpchk OPTIONS /replica?lag=1048576" in lines

@@ -214,3 +214,17 @@ def test_an_image_is_chosen_by_its_name_or_else_the_newest(project, tmp_path):
     assert manage._artifact(registry, "saleor-api", "1.2.0-aaaaaaaaaaaa") == older
     assert manage._artifact(registry, "saleor-api", "1.2.0-cccccccccccc") is None
     assert manage._artifact(registry, "redis", "1.2.0-aaaaaaaaaaaa") is None
+
+
+def test_status_names_the_user_of_stats_and_metrics_and_never_the_password(tmp_path):
+    from builder.cluster import status
+    from builder.cluster.state import Cluster
+
+    proxy = Node("haproxy-1", "haproxy", "10.20.0.21", "i-1", "/a", 2222, [], 1, 1,
+                 forwards={8080: 48080})
+    cluster = Cluster(tmp_path, "local", "saleor", "10.20.0.0/24", "tcg", [proxy])
+    out = status.endpoints(cluster, {"haproxy_stats_password": "sample-not-a-secret"})
+    assert out["metrics"] == {"host": "127.0.0.1", "port": 48080, "user": "stats",
+                              "url": "http://127.0.0.1:48080/metrics"}
+    assert out["stats"]["user"] == "stats"
+    assert "sample-not-a-secret" not in json.dumps(out)

@@ -150,3 +150,73 @@ def test_sample_context_has_the_keys_the_agent_gives():
                     "instance_id": "i-0123456789abcdef0", "listed": True}
 
     assert set(agent_haproxy.context(Inputs())) == set(haproxy_context())
+
+
+def test_stats_and_metrics_share_one_password_check(config):
+    parsed = sections(config)
+    assert parsed["userlist stats-users"] == ["user stats insecure-password sample-not-a-secret"]
+    lines = parsed["listen stats"]
+    rules = [ln for ln in lines if ln.startswith("http-request ")]
+    # The exporter answers as soon as its rule matches: the auth rule must come first.
+    assert rules == ["http-request auth realm haproxy-stats unless { http_auth(stats-users) }",
+                     "http-request use-service prometheus-exporter if { path /metrics }"]
+    assert not any(ln.startswith("stats auth") for ln in lines)
+
+
+def _stats_only(config: str, port: int) -> str:
+    """The rendered global, defaults, userlist and stats sections as they are, on a free
+    loopback port, without the image's account and socket (the rest binds well-known ports
+    and routes to peers that do not exist here)."""
+    keep, out = False, []
+    for line in config.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            keep = line.split()[0] in ("global", "defaults", "userlist") or line == "listen stats"
+        if keep and not re.match(r"\s+(user|group) haproxy$|\s+stats socket ", line):
+            out.append(line.replace("10.20.0.21:8080", f"127.0.0.1:{port}"))
+    return "\n".join(out) + "\n"
+
+
+def _status(url: str, password: str | None = None) -> int:
+    import base64
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url)
+    if password is not None:
+        token = base64.b64encode(f"stats:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_a_running_haproxy_serves_metrics_only_with_the_password(config, tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(_stats_only(config, port))
+    proc = subprocess.Popen([shutil.which("haproxy"), "-db", "-f", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(50):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read()
+                time.sleep(0.1)
+        for page in ("/metrics", "/haproxy_stats"):
+            assert _status(base + page) == 401, page
+            assert _status(base + page, "wrong") == 401, page
+            assert _status(base + page, "sample-not-a-secret") == 200, page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

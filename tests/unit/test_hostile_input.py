@@ -18,7 +18,7 @@ from builder.errors import UserError
 from builder.project import find_project
 from builder.typed import field_name
 
-from .helpers import REPO, copy_project, listing, run_builder
+from .helpers import REPO, copy_project, listing, run_builder, run_sandboxed
 from .hostile import HOSTILE, hcl_decode
 
 ROLE = "redis"
@@ -85,15 +85,11 @@ def mirror_settings(provision: str, sandbox: Path) -> dict[str, str]:
     """Runs the script's mirror steps in sh with /etc moved into the sandbox: the files the
     bake VM would get. Nothing outside the sandbox is touched (PATH has only sed and printf's
     usual homes, and every path the steps write is rewritten)."""
-    start = provision.index("apt_mirror=")
-    part = provision[start:provision.index("# Packages must not start")]
     etc = sandbox / "etc"
     (etc / "apt" / "apt.conf.d").mkdir(parents=True)
     (etc / "apt" / "sources.list.d").mkdir()
     (etc / "apt" / "sources.list").write_text(SOURCES_LIST)
-    part = part.replace(" /etc/", f" {etc}/")
-    subprocess.run(["sh", "-euc", 'say() { echo "builder: $*"; }\n' + part], check=True,
-                   cwd=sandbox, capture_output=True, env={"PATH": "/usr/bin:/bin"})
+    run_sandboxed(provision, "apt_mirror=", "# Packages must not start", etc)
     return {p.relative_to(etc).as_posix(): p.read_text() for p in etc.rglob("*") if p.is_file()}
 
 

@@ -17,8 +17,13 @@ HAVE_PACKER = shutil.which("packer") is not None
 HAVE_CLOUD_INIT = shutil.which("cloud-init") is not None
 
 
+BUNDLED = ("saleor-api", "saleor-dashboard", "storefront")
+
+
 def expected_checks(target: str) -> list[tuple[str, str]]:
-    checks = [(role, name) for role in ROLES for name in PER_ROLE]
+    # Every role has boot-time templates.
+    checks = [(role, name) for role in ROLES
+              for name in [*PER_ROLE, "boot-templates"] + (["bundle"] if role in BUNDLED else [])]
     return checks + ([("*", "bake-seed-schema")] if target == "qemu" else [])
 
 
@@ -41,6 +46,45 @@ def test_validate_all_passes(target, tmp_path):
         assert not skipped & {"user-data-schema", "bake-seed-schema"}
     if HAVE_PACKER and HAVE_CLOUD_INIT:
         assert not skipped
+    bundles = {c["role"]: c["detail"] for c in report["checks"] if c["name"] == "bundle"}
+    assert all(d.endswith("verified (stand-in)") for d in bundles.values()), bundles
+    assert report["samples"] == []
+
+
+@pytest.mark.parametrize("target", ["qemu", "aws"])
+def test_validate_all_checks_the_saleor_tier_without_bundles(target, tmp_path, monkeypatch):
+    """A fresh clone has no vendor/: every role is still checked, the Saleor tier with a
+    sample bundle, and the report says so role by role and in its closing line."""
+    monkeypatch.setenv("BUILDER_VENDOR", str(tmp_path / "empty-vendor"))
+    proc = run_builder(["validate", "--all", "--target", target, "--json"], REPO,
+                       state=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["roles"] == list(ROLES) and report["skipped"] == []
+    assert [(c["role"], c["name"]) for c in report["checks"]] == expected_checks(target)
+    assert all(c["ok"] for c in report["checks"])
+    assert report["samples"] == list(BUNDLED)
+    assert sorted(report["content_keys"]) == ["etcd-patroni", "haproxy", "redis"]
+    details = {c["role"]: c["detail"] for c in report["checks"] if c["name"] == "bundle"}
+    assert details == {role: f"SAMPLE {app} bundle (none in vendor/): static checks only"
+                       for role, app in zip(BUNDLED, ("saleor", "dashboard", "storefront"),
+                                            strict=True)}
+    assert not (tmp_path / "empty-vendor").exists(), "a sample went into vendor/"
+    text = run_builder(["validate", "--all", "--target", target], REPO, state=tmp_path)
+    assert text.returncode == 0 and text.stdout.splitlines()[-1].startswith(
+        "checked with a sample bundle (none in vendor/): saleor-api, saleor-dashboard, "
+        "storefront;"), text.stdout
+
+
+def test_a_broken_bundle_in_vendor_fails_its_role(tmp_path, monkeypatch):
+    """A real bundle is verified, not replaced by a sample: a corrupt one fails the gate."""
+    vendor = tmp_path / "vendor"
+    vendor.mkdir()
+    (vendor / "dashboard-1.0.0.tar.gz").write_bytes(b"not a tarball")
+    monkeypatch.setenv("BUILDER_VENDOR", str(vendor))
+    proc = run_builder(["validate", "saleor-dashboard"], REPO, state=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "dashboard-1.0.0.tar.gz" in proc.stderr and "not a readable gzip tar" in proc.stderr
 
 
 @pytest.mark.skipif(not (HAVE_PACKER and HAVE_CLOUD_INIT), reason="needs packer and cloud-init")
@@ -74,7 +118,7 @@ def test_results_keep_their_order_whatever_finishes_first(monkeypatch):
 
     class Item:
         def __init__(self, name):
-            self.role = type("R", (), {"role": name})()
+            self.role = type("R", (), {"role": name, "bundle": None, "templates": []})()
             self.target = "aws"
             self.directory = REPO
 

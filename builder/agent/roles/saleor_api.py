@@ -123,11 +123,16 @@ def context(inputs: Inputs) -> dict:
     }
 
 
+def template_context(inputs: Inputs, method: str) -> dict:
+    """What saleor.env.j2 and nginx-saleor.conf.j2 get for an install method."""
+    return context(inputs) | {"static_root": STATIC_ROOT[method],
+                              "rsa_key_secret": RSA_SECRET if method == "container" else None}
+
+
 def configure(inputs: Inputs) -> dict:
     how = install(inputs)
     container = how["method"] == "container"
-    ctx = context(inputs) | {"static_root": STATIC_ROOT[how["method"]],
-                             "rsa_key_secret": RSA_SECRET if container else None}
+    ctx = template_context(inputs, how["method"])
     env = templating.render(inputs.root, ROLE, "saleor.env.j2", ctx)
     templating.write(inputs.root, ENV_FILE, env, mode=0o640, group="saleor")
     if container:

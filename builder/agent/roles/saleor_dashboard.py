@@ -42,6 +42,10 @@ def with_api_url(html: str, url: str, source: str) -> str:
     return text
 
 
+def context(inputs: Inputs) -> dict:
+    return {"node": inputs.node(), "port": PORT}
+
+
 def configure(inputs: Inputs) -> dict:
     node = inputs.node()
     url = inputs.api_url()
@@ -52,8 +56,7 @@ def configure(inputs: Inputs) -> dict:
         raise AgentError(f"{pristine}: cannot read the baked dashboard ({exc.strerror})") \
             from None
     templating.write(inputs.root, INDEX, with_api_url(html, url, str(pristine)), mode=0o644)
-    site = templating.render(inputs.root, ROLE, "nginx-dashboard.conf.j2",
-                             {"node": node, "port": PORT})
+    site = templating.render(inputs.root, ROLE, "nginx-dashboard.conf.j2", context(inputs))
     templating.write(inputs.root, SITE, site, mode=0o644)
     inputs.services.run("nginx", "-t", "-q")
     inputs.services.restart("nginx")

@@ -63,9 +63,13 @@ def answers(url: str, seen: dict, timeout: float = 2.0) -> Callable[[], bool]:
     return probe
 
 
+def context(inputs: Inputs) -> dict:
+    return {"node": inputs.node(), "port": PORT, "api_url": inputs.api_url(),
+            "channel": channel(inputs), "bind": inputs.bind()}
+
+
 def configure(inputs: Inputs) -> dict:
-    ctx = {"node": inputs.node(), "port": PORT, "api_url": inputs.api_url(),
-           "channel": channel(inputs), "bind": inputs.bind()}
+    ctx = context(inputs)
     text = templating.render(inputs.root, ROLE, "storefront.env.j2", ctx)
     # No secret in it; systemd reads it as root, the group lets the service user read it too.
     templating.write(inputs.root, ENV_FILE, text, mode=0o640, group="storefront")

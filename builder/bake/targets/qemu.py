@@ -23,10 +23,12 @@ def artifact_dir(state: Path, item: Rendered) -> Path:
 
 
 def bake(item: Rendered, base: Base, accel: str, state: Path, project: Project, git_sha: str,
-         progress: Progress, cancel: threading.Event, cpus: int | None = None) -> dict:
+         progress: Progress, cancel: threading.Event, cpus: int | None = None,
+         mirrors: list[str] = ()) -> dict:
     """Returns the artifact facts; raises OperationError (failed) or packerrun.Cancelled.
     Whatever happens, nothing is left but a complete, tested artifact. `cpus` overrides the
-    spec's vCPU count."""
+    spec's vCPU count; `mirrors` are the bake's mirror URLs (inspect.mirror_urls), which the
+    sealed disk must no longer name."""
     final = artifact_dir(state, item)
     final.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".tmp-bake-{item.role.role}-", dir=final.parent))
@@ -68,7 +70,7 @@ def bake(item: Rendered, base: Base, accel: str, state: Path, project: Project, 
         qcow2 = work / "packer-out" / f"{item.role.role}.qcow2"
         progress.stage("inspect", "hygiene of the sealed disk")
         with inspect.Image(qcow2) as img:
-            problems = inspect.hygiene(img, BAKE_USERS["qemu"])
+            problems = inspect.hygiene(img, BAKE_USERS["qemu"], mirrors)
             if problems:
                 raise OperationError(f"{item.role.role}: image not clean: {'; '.join(problems)}")
             inspect.extract_boot(img, work / "packer-out")

@@ -1,5 +1,6 @@
-"""A booted haproxy instance: every frontend listening, stats behind a password, and the
-only PostgreSQL write backend marked up is the Patroni primary (none when there is none)."""
+"""A booted haproxy instance: every frontend listening, stats and metrics behind a password,
+and the only PostgreSQL write backend marked up is the Patroni primary (none when there is
+none)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,36 @@ def test_stats_need_the_password(host):
     authed = host.run("python3 -c %s %s stats %s", _STATUS, url,
                       secret(host, "haproxy_stats_password"))
     assert authed.stdout.strip() == "200"
+
+
+def test_metrics_need_the_stats_password(host):
+    """Prometheus' /metrics takes the stats credentials too. The password is read inside
+    the VM (as root), so it is on no command line this suite logs."""
+    said = host.run("sudo python3 -c %s %s", _METRICS, "http://127.0.0.1:8080/metrics")
+    assert said.rc == 0, said.stderr
+    anonymous, wrong, authed, exported = said.stdout.split()
+    assert (anonymous, wrong, authed) == ("401", "401", "200")
+    assert exported == "haproxy_process", "the exporter's series are missing"
+
+
+_METRICS = """
+import base64, sys, urllib.error, urllib.request, yaml
+with open("/etc/builder/secrets.yaml") as fh:
+    password = yaml.safe_load(fh)["haproxy_stats_password"]
+def status(password):
+    req = urllib.request.Request(sys.argv[1])
+    if password is not None:
+        token = base64.b64encode(f"stats:{password}".encode()).decode()
+        req.add_header("Authorization", "Basic " + token)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as answer:
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, ""
+code, body = status(password)
+print(status(None)[0], status(password + "x")[0], code,
+      "haproxy_process" if "haproxy_process_" in body else "none")
+"""
 
 
 def test_the_postgres_backends_up_are_exactly_the_patroni_primary(host):

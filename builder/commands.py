@@ -76,8 +76,8 @@ def print_rendered(data: dict) -> None:
 
 
 def validate(roles, all_roles, target, env_name, images) -> dict:
-    from builder import boottemplates
-    from builder import validate as gate
+    from builder.gate import boottemplates
+    from builder.gate import validate as gate
 
     started = time.monotonic()
     project, chosen, env, skipped = _load(images, roles, all_roles, target, env_name,

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import jinja2
 
-from builder import bundles, contentkey, samplebundle, serialize
+from builder import bundles, contentkey, serialize
 from builder.bake import base as bases
 from builder.bake import layer, packer
 from builder.errors import UserError
+from builder.gate import samplebundle
 from builder.project import PACKAGE_DIR, Project
 from builder.spec import Environment, RoleSpec
 

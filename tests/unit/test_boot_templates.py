@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from builder import configcheck
+from builder.gate import configcheck
 
 from .helpers import run_builder
 

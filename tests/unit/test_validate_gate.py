@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from builder import validate as gate
+from builder.gate import validate as gate
 
 from .helpers import REPO, ROLES, run_builder
 

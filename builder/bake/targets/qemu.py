@@ -12,10 +12,10 @@ from pathlib import Path
 from builder.bake import inspect, junit, packerrun, sshkey
 from builder.bake.base import Base
 from builder.errors import OperationError
+from builder.gate.validate import bake_seed
 from builder.progress import Progress
 from builder.project import Project
 from builder.render import BAKE_USERS, Rendered
-from builder.validate import bake_seed
 
 
 def artifact_dir(state: Path, item: Rendered) -> Path:

@@ -16,9 +16,10 @@ from pathlib import Path
 import hcl2
 import jinja2
 
-from builder import bundles, configcheck, samplebundle
+from builder import bundles
 from builder.bake import packer, sshkey
 from builder.errors import UserError
+from builder.gate import configcheck, samplebundle
 from builder.project import Project
 from builder.render import Rendered, jinja_env, render_template
 

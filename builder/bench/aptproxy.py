@@ -1,4 +1,5 @@
-"""A small caching HTTP proxy for apt, on 127.0.0.1, for the warm-bake benchmark.
+"""A small caching HTTP proxy for apt, on 127.0.0.1, for the warm-bake benchmark; with an
+upstream, a caching mirror of it (for the tests' bakes with `mirrors.apt` set).
 
 apt-cacher-ng would be the usual choice, but it cannot bind in a sandbox whose only network
 interface is loopback (its getaddrinfo uses AI_ADDRCONFIG), so the benchmark brings its own.
@@ -28,6 +29,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         url = self.path
+        if self.server.upstream and url.startswith("/"):
+            url = self.server.upstream + url
         if not url.startswith("http://"):
             self.send_error(400, "absolute http:// URI expected (this is a proxy)")
             return
@@ -60,19 +63,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
     daemon_threads = True
 
-    def __init__(self, cache: Path):
+    def __init__(self, cache: Path, upstream: str | None):
         self.cache = cache
+        self.upstream = upstream.rstrip("/") if upstream else None
         self.hits = 0
         self.misses = 0
         super().__init__(("127.0.0.1", 0), _Handler)
 
 
 class AptProxy:
-    """Started and always stopped by the benchmark; `port` is on 127.0.0.1."""
+    """Started and always stopped by its user; `port` is on 127.0.0.1. With `upstream`
+    (a URL), a path such as /debian/dists/... is fetched from upstream + path: a mirror."""
 
-    def __init__(self, cache: Path):
+    def __init__(self, cache: Path, upstream: str | None = None):
         cache.mkdir(parents=True, exist_ok=True)
-        self.server = _Server(cache)
+        self.server = _Server(cache, upstream)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 import registry as oci
+import yaml
 
+from builder.bake import base as bases
+from builder.bench.aptproxy import AptProxy
 from builder.cluster.state import load
 from builder.project import copy_tree
 
@@ -124,8 +127,11 @@ def container_image(baked, tmp_path_factory):
     the data tier's state: a stand-in of the official image built with mmdebstrap, pushed to
     a local TLS registry (Debian's docker-registry) and pulled by podman in the bake VM
     through the environment's registry mirror, our test CA trusted through
-    `ca_certificates`. Baked before the bundles, so `cluster up` boots the bundle image (the
-    newest) and the swap names this one."""
+    `ca_certificates`. The environment sets every other mirror too (apt: a caching mirror of
+    Debian's on 127.0.0.1, which its package layer is fetched through; pip and npm), so the
+    sealed image can be shown to keep none of them. Baked before the bundles, so `cluster
+    up` boots the bundle image (the newest) and the swap names this one. Returns the
+    builder of that project, the bake report, the digest and the environment file."""
     builder, _ = baked
     work = tmp_path_factory.mktemp("oci")
     started = time.monotonic()
@@ -134,19 +140,26 @@ def container_image(baked, tmp_path_factory):
     spec = root / "images" / "saleor-api.yaml"
     text = spec.read_text()
     assert "install: bundle\n" in text and 'tag: "3.23.28"' in text
-    with oci.Registry(work / "registry", oci.make_tls(work / "tls")) as reg:
+    debian = bases.DEBIAN_MIRROR.removesuffix("/debian")
+    with oci.Registry(work / "registry", oci.make_tls(work / "tls")) as reg, \
+            AptProxy(work / "apt-cache", upstream=debian) as apt:
         digest = oci.push_image(reg, "saleor/saleor", CONTAINER_VERSION, rootfs,
                                 oci.saleor_standin_config(CONTAINER_VERSION))
         print(f"stand-in image built and pushed in {time.monotonic() - started:.0f} s")
         spec.write_text(text.replace("install: bundle\n", "install: container\n").replace(
             'tag: "3.23.28"', f'tag: "{CONTAINER_VERSION}"\n  digest: {digest}'))
-        env = root / "registry-mirror.yaml"
-        env.write_text(f"name: registry-mirror\nmirrors:\n  registries:\n"
-                       f"    ghcr.io: {reg.vm_address()}\nca_certificates: [{reg.ca}]\n")
+        env = root / "mirrors.yaml"
+        mirror = f"http://10.0.2.2:{apt.port}"  # the build host's 127.0.0.1, from the VM
+        env.write_text(yaml.safe_dump({
+            "name": "mirrors",
+            "mirrors": {"apt": f"{mirror}/debian", "pip": f"{mirror}/pypi/simple",
+                        "npm": f"{mirror}/npm/", "registries": {"ghcr.io": reg.vm_address()}},
+            "ca_certificates": [str(reg.ca)]}))
         swapper = Builder(root, builder.state)
         report = builder_json(swapper, "bake", "saleor-api", "--target", "qemu", "--env",
                               str(env), timeout=3600)
-    return swapper, report, digest
+        assert apt.server.misses > 0, "the package layer was not fetched through the mirror"
+    return swapper, report, digest, env
 
 
 @pytest.fixture(scope="session")

@@ -27,9 +27,13 @@ from conftest import (
     recent_heartbeats,
 )
 
+from builder import spec as specs
+from builder.bake import base as bases
+from builder.bake import inspect
 from builder.cluster import probe
 from builder.cluster.state import USER, load
 from builder.cluster.vm import ssh
+from builder.project import find_project
 
 pytestmark = pytest.mark.vm
 
@@ -149,7 +153,7 @@ def swapped(stack, container_image):
         builder_json(builder, "cluster", "kill", node.name, timeout=120)
     dead = [n for n in _on(cluster, "saleor-api") if not cluster.vm(n).running()]
     victim = (dead or _on(cluster, "saleor-api"))[0].name
-    swapper, report, _ = container_image
+    swapper, report, _, _ = container_image
     image = Path(report["bakes"][0]["artifact"]).name
     done = builder_json(swapper, "cluster", "replace", victim, "--image", image,
                         timeout=1800)
@@ -160,15 +164,35 @@ def swapped(stack, container_image):
 
 
 def test_container_bake_pulled_the_pinned_image_through_the_mirror(container_image):
-    _, report, _ = container_image
+    _, report, _, _ = container_image
     (bake,) = report["bakes"]
     assert bake["status"] == "baked", report
     print(f"saleor-api (container) baked in {bake['seconds']} s")
 
 
+def test_the_image_keeps_none_of_the_bakes_mirror_settings(container_image):
+    """Baked with apt, pip, npm and registry mirrors set: the sealed disk has Debian's apt
+    sources back and no pip, npm, proxy or registry-mirror file (the bake's own inspection
+    refuses such a disk; this reads it again, independently)."""
+    swapper, report, _, env_file = container_image
+    project = find_project(start=swapper.root)
+    mirrors = specs.load_environment(str(env_file), project, specs.load_roles(project)).mirrors
+    art = Path(report["bakes"][0]["artifact"])
+    with inspect.Image(art / "saleor-api.qcow2") as img:
+        assert inspect.hygiene(img, "builder-bake", inspect.mirror_urls(mirrors)) == []
+        for path in ("/etc/pip.conf", "/etc/npmrc", "/etc/apt/apt.conf.d/01builder-proxy",
+                     "/etc/containers/registries.conf.d/90-builder-mirrors.conf"):
+            assert not img.exists(path), path
+        sources = "".join(img.read(f"/etc/apt/sources.list.d/{n}") or "" for n in
+                          img.listdir("/etc/apt/sources.list.d")) + \
+            (img.read("/etc/apt/sources.list") or "")
+    assert bases.DEBIAN_MIRROR in sources and "10.0.2.2" not in sources and \
+        "127.0.0.1" not in sources, sources
+
+
 def test_the_new_node_runs_the_pushed_image(swapped, container_image):
     _, cluster, node = swapped
-    _, report, digest = container_image
+    _, report, digest, _ = container_image
     assert node.artifact == report["bakes"][0]["artifact"]
     image = json.loads(_run(cluster, node, "cat /etc/builder/image.json"))
     assert image["container"]["digest"] == digest

@@ -35,7 +35,8 @@ def cli() -> None:
 
 
 @cli.command("list")
-@click.option("--images", type=click.Path(path_type=Path), default=None)
+@click.option("--images", type=click.Path(path_type=Path), default=None,
+              help="Directory of role specs (default: images/ of the project).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_roles(images, as_json) -> None:
     """Roles, their versions and the targets they render for."""
@@ -72,9 +73,9 @@ def validate(roles, all_roles, target, env_name, images, as_json) -> None:
 
 @cli.command()
 @click.option("--suite", type=click.Choice(["trixie", "bookworm"]), default="trixie",
-              show_default=True)
+              show_default=True, help="Debian release of the base image.")
 @click.option("--force", is_flag=True, help="Rebuild even when cached.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def base(suite, force, as_json) -> None:
     """Make (or reuse) the local Debian base qcow2 with mmdebstrap."""
     from builder import commands
@@ -90,7 +91,7 @@ def base(suite, force, as_json) -> None:
 @click.option("--no-layer", "no_layer", is_flag=True,
               help="qemu: boot the bare base and let apt install the role's packages in the "
                    "bake VM, instead of starting from the role's package layer.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def bake(roles, all_roles, target, env_name, images, force, parallel, no_layer,
          as_json) -> None:
     """Bake images with Packer, testing each inside its build."""
@@ -107,8 +108,10 @@ def bake(roles, all_roles, target, env_name, images, force, parallel, no_layer,
 @click.option("--spec", "spec_file", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The rendered spec.json of the role (packer/<target>/<role>/spec.json).")
-@click.option("--phase", type=click.Choice(["bake", "boot"]), default="bake", show_default=True)
-@click.option("--ssh", "ssh_target", required=True, metavar="USER@HOST:PORT")
+@click.option("--phase", type=click.Choice(["bake", "boot"]), default="bake", show_default=True,
+              help="Which suite: bake (the image as built) or boot (a configured node).")
+@click.option("--ssh", "ssh_target", required=True, metavar="USER@HOST:PORT",
+              help="Where the image or node answers SSH.")
 @click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="SSH private key file.")
 @click.option("--key-env", metavar="VAR", help="Environment variable holding the private key.")

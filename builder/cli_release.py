@@ -71,7 +71,7 @@ def release_promote(role, version, channel, env_name, images, as_json) -> None:
 
 @release.command("rollback")
 @click.argument("role")
-@click.option("--channel", required=True)
+@click.option("--channel", required=True, help="Channel to point back at its previous image.")
 @_common
 def release_rollback(role, channel, env_name, images, as_json) -> None:
     """Point a channel back at the image it had before (skipping revoked ones)."""
@@ -100,7 +100,8 @@ def release_revoke(role, version, reason, env_name, images, as_json) -> None:
               help="The Auto Scaling group (for --rollback/--retire: the live green group).")
 @click.option("--channel", help="Channel whose image to roll out.")
 @click.option("--strategy", type=click.Choice(["rolling", "blue-green"]), default="rolling",
-              show_default=True)
+              show_default=True, help="rolling: an instance refresh of the group; blue-green: "
+                                      "a second group, then a swap of the target groups.")
 @click.option("--wait", is_flag=True,
               help="Rolling: wait for the instance refresh and report progress. "
                    "(Blue-green always waits for green to be healthy before swapping.)")

@@ -42,7 +42,7 @@ def _app_options(func):
     @click.option("--source", metavar="DIR|FILE|URL", default=None,
                   help="A directory, a .tar.gz, or an http(s) URL of one (default: the "
                        "upstream release archive of V on GitHub).")
-    @click.option("--out", type=click.Path(path_type=Path), default=None, metavar="DIR",
+    @click.option("--dir", "out", type=click.Path(path_type=Path), default=None, metavar="DIR",
                   help="Where the bundle goes (default: $BUILDER_VENDOR, else vendor/ of the "
                        "project).")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -79,7 +79,7 @@ def vendor() -> None:
       builder vendor verify
 
     Every bundle is written under a temporary name and renamed into place: bad input
-    (exit 2) or a failed step (exit 1) leaves nothing in --out. The same source gives the
+    (exit 2) or a failed step (exit 1) leaves nothing in --dir. The same source gives the
     same bytes (names sorted, times zeroed; bundle.json's `created` is the source's newest
     file, or $SOURCE_DATE_EPOCH)."""
 

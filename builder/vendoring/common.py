@@ -211,7 +211,7 @@ def make(app: str, version: str, source: str | None, default_url: str, out: Path
     pack the bundle into out/. Nothing lands in out/ unless every step succeeded."""
     bundles.check_version(version)
     if out.exists() and not out.is_dir():
-        raise UserError(f"{out} is not a directory", field="--out")
+        raise UserError(f"{out} is not a directory", field="--dir")
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"builder-vendor-{app}-") as scratch:
         work = Path(scratch)

@@ -115,7 +115,7 @@ CONTAINER_VERSION = "0.2.0"
 
 def _standin_rootfs(builder: Builder, work: Path) -> Path:
     made = builder_json(builder, "vendor", "saleor", "--version", CONTAINER_VERSION, "--source",
-                        str(REPO / "tests" / "fixtures" / "saleor-standin"), "--out",
+                        str(REPO / "tests" / "fixtures" / "saleor-standin"), "--dir",
                         str(work), "--runtime", "system", "--python-version", "3.13",
                         timeout=900)
     return oci.build_saleor_standin_rootfs(Path(made["path"]), work / "rootfs.tar")
@@ -170,7 +170,7 @@ def saleor_images(baked, container_image, tmp_path_factory):
     vendor = tmp_path_factory.mktemp("vendor")
     for app, (source, options) in STAND_INS.items():
         made = builder_json(builder, "vendor", app, "--version", "0.1.0", "--source",
-                            str(REPO / "tests" / "fixtures" / source), "--out", str(vendor),
+                            str(REPO / "tests" / "fixtures" / source), "--dir", str(vendor),
                             *options, timeout=900)
         assert made["stand_in"] is True, made
     builder.extra_env["BUILDER_VENDOR"] = str(vendor)

@@ -104,7 +104,7 @@ def saleor_bundle(tmp_path_factory, wheelhouse):
     src = make_saleor(work / "src")
     result = vendor_cli(["saleor", "--version", "0.1.0", "--source", str(src),
                          "--runtime", "system", "--find-links", str(wheelhouse), "--no-index",
-                         "--out", str(work / "vendor"), "--json"], work)
+                         "--dir", str(work / "vendor"), "--json"], work)
     assert result.returncode == 0, result.stderr
     return work, src, json.loads(result.stdout)
 
@@ -148,7 +148,7 @@ def test_same_source_gives_the_same_bytes(saleor_bundle, wheelhouse):
     work, src, made = saleor_bundle
     again = vendor_cli(["saleor", "--version", "0.1.0", "--source", str(src),
                         "--runtime", "system", "--find-links", str(wheelhouse), "--no-index",
-                        "--out", str(work / "again"), "--json"], work)
+                        "--dir", str(work / "again"), "--json"], work)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["sha256"] == made["sha256"]
     assert (work / "again" / "saleor-0.1.0.tar.gz").read_bytes() == \
@@ -164,7 +164,7 @@ def test_saleor_from_a_tarball_with_one_top_directory(tmp_path, wheelhouse):
     result = vendor_cli(["saleor", "--version", "9.9.9", "--source", str(archive),
                          "--runtime", "system", "--python-version", "3.12",
                          "--find-links", str(wheelhouse), "--no-index",
-                         "--out", str(tmp_path / "vendor"), "--json"], tmp_path)
+                         "--dir", str(tmp_path / "vendor"), "--json"], tmp_path)
     assert result.returncode == 0, result.stderr
     bundle = bundles.verify(tmp_path / "vendor" / "saleor-9.9.9.tar.gz")
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
@@ -187,7 +187,7 @@ def test_saleor_from_uv_lock_keeps_the_dev_group(tmp_path, wheelhouse):
     (src / "uv.lock").write_text(UV_LOCK)
     result = vendor_cli(["saleor", "--version", "1.0.0", "--source", str(src),
                          "--runtime", "system", "--find-links", str(wheelhouse), "--no-index",
-                         "--out", str(tmp_path / "vendor")], tmp_path)
+                         "--dir", str(tmp_path / "vendor")], tmp_path)
     assert result.returncode == 0, result.stderr
     path = tmp_path / "vendor" / "saleor-1.0.0.tar.gz"
     bundles.verify(path)
@@ -274,7 +274,7 @@ BAD = ["unknown app", "bad version", "missing source", "not saleor", "no require
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, wheelhouse, case):
     args, named = _bad_cases(tmp_path, wheelhouse)[case]
     out = tmp_path / "vendor"
-    result = vendor_cli([*args, "--out", str(out)] if case != "unknown app" else args,
+    result = vendor_cli([*args, "--dir", str(out)] if case != "unknown app" else args,
                         tmp_path, env={"BUILDER_VENDOR": str(out)})
     assert result.returncode == 2, result.stderr
     lines = errors(result)
@@ -290,7 +290,7 @@ def test_existing_out_keeps_nothing_from_a_failed_run(tmp_path, wheelhouse):
     src = make_saleor(tmp_path / "src", "missing==1.0\n")  # not in the wheelhouse
     result = vendor_cli(["saleor", "--version", "1.0", "--source", str(src), "--runtime",
                          "system", "--find-links", str(wheelhouse), "--no-index",
-                         "--out", str(out)], tmp_path)
+                         "--dir", str(out)], tmp_path)
     assert result.returncode == 1, result.stderr
     assert errors(result)[0].startswith("builder: failed: pip download failed")
     assert list(out.iterdir()) == []
@@ -305,7 +305,7 @@ def test_dashboard_from_a_built_dist(tmp_path):
                                      '  API_URL: "http://localhost:8000/graphql/",\n};</script>')
     (dist / "assets" / "app.js").write_text("console.log(1)\n")
     result = vendor_cli(["dashboard", "--version", "3.23.27", "--source", str(dist),
-                         "--out", str(tmp_path / "vendor"), "--json"], tmp_path)
+                         "--dir", str(tmp_path / "vendor"), "--json"], tmp_path)
     assert result.returncode == 0, result.stderr
     bundle = bundles.verify(tmp_path / "vendor" / "dashboard-3.23.27.tar.gz")
     assert bundle.manifest["runtime"] == {} and not bundle.stand_in
@@ -319,7 +319,7 @@ def test_dashboard_without_api_url_placeholder_is_refused(tmp_path):
     dist.mkdir()
     (dist / "index.html").write_text("<html></html>")
     result = vendor_cli(["dashboard", "--version", "1.0.0", "--source", str(dist),
-                         "--out", str(tmp_path / "vendor")], tmp_path)
+                         "--dir", str(tmp_path / "vendor")], tmp_path)
     assert result.returncode == 2
     assert "index.html" in errors(result)[0] and "API_URL" in errors(result)[0]
     assert not (tmp_path / "vendor").exists()
@@ -333,7 +333,7 @@ def test_storefront_from_a_standalone_build_keeps_symlinks(tmp_path):
         (app / rel).write_text(rel)
     (app / "node_modules" / "next").symlink_to(".pnpm/next@16/node_modules/next")
     result = vendor_cli(["storefront", "--version", "0.1.0", "--source", str(app),
-                         "--out", str(tmp_path / "vendor")], tmp_path)
+                         "--dir", str(tmp_path / "vendor")], tmp_path)
     assert result.returncode == 0, result.stderr
     bundle = bundles.verify(tmp_path / "vendor" / "storefront-0.1.0.tar.gz")
     assert bundle.manifest["runtime"] == {"node": ">=24"}
@@ -621,7 +621,7 @@ def _bundled(tmp: Path, wheelhouse: Path, extra: list[str], env: dict | None = N
     src = make_saleor(tmp / "src")
     return vendor_cli(["saleor", "--version", "2.0.0", "--source", str(src), *extra,
                        "--find-links", str(wheelhouse), "--no-index",
-                       "--out", str(tmp / "vendor")], tmp, env)
+                       "--dir", str(tmp / "vendor")], tmp, env)
 
 
 def test_bundled_python_from_uv(tmp_path, wheelhouse):

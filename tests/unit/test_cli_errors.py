@@ -252,3 +252,36 @@ def test_a_bare_group_prints_its_help(group: list[str], project: Path):
     assert usage.startswith("Usage: ") and usage.endswith(
         " ".join([*group, "[OPTIONS] COMMAND [ARGS]..."]))
     assert "Commands:" in proc.stdout and proc.stderr == ""
+
+
+@pytest.mark.parametrize("command, where", [
+    # A spec error: the file, its line and the field.
+    (("validate", "redis", "--json"),
+     {"file": "images/redis.yaml", "field": "colour", "message": "unknown field"}),
+    # An option click refuses: the option.
+    (("bake", "redis", "--parallel", "many", "--json"),
+     {"file": None, "line": None, "field": "--parallel"}),
+    (("render", "no-such-role", "--json"),
+     {"file": None, "line": None, "field": "ROLE"}),
+])
+def test_with_json_an_error_is_also_a_json_object_on_stdout(command, where, project: Path):
+    import json
+
+    if command[0] == "validate":
+        _append("images/redis.yaml", "colour: blue\n")(project)
+    proc = run_builder(list(command), project)
+    assert proc.returncode == 2
+    line = _one_error_line(proc)
+    error = json.loads(proc.stdout)["error"]
+    assert error["kind"] == "input" and error["exit_status"] == 2
+    assert {k: error[k] for k in where if k != "message"} == \
+        {k: v for k, v in where.items() if k != "message"}
+    assert where.get("message", error["message"]) in error["message"]
+    assert error["message"] in line  # the same error as the line on stderr
+    if error["file"]:
+        assert isinstance(error["line"], int) and f"{error['file']}:{error['line']}" in line
+
+
+def test_without_json_an_error_leaves_stdout_empty(project: Path):
+    proc = run_builder(["render", "no-such-role"], project)
+    assert proc.returncode == 2 and proc.stdout == ""

@@ -90,7 +90,12 @@ def validate(roles, all_roles, target, env_name, images) -> dict:
             boottemplates.render(item, project, item.directory / gate.BOOT)
         checks = gate.run(results, project)
     failed = [c for c in checks if not c.ok]
-    return {"ok": not failed, "target": target, "environment": env.name, "skipped": skipped,
+    # A check that could not run (its tool is missing here) proves nothing: the gate passes
+    # only when every check ran and passed.
+    unchecked = [c for c in checks if c.skipped]
+    return {"ok": not failed and not unchecked, "target": target, "environment": env.name,
+            "skipped": skipped,
+            "unchecked": [f"{c.role} {c.name}: {c.detail}" for c in unchecked],
             "seconds": round(time.monotonic() - started, 3),
             "roles": [r.role.role for r in results], "samples": sorted(samples),
             # A sample bundle's key names no image that could be baked.
@@ -106,8 +111,14 @@ def print_validation(report: dict) -> None:
         click.echo(f"{mark:<5} {c['role']:<18} {c['name']:<18} {c['detail']}")
     total = len(report["checks"])
     failed = sum(1 for c in report["checks"] if not c["ok"])
-    click.echo(f"{report['target']}: {total - failed}/{total} checks passed in "
-               f"{report['seconds']} s" + ("" if report["ok"] else f", {failed} failed"))
+    unchecked = report.get("unchecked") or []
+    passed = total - failed - len(unchecked)
+    click.echo(f"{report['target']}: {passed}/{total} checks passed in {report['seconds']} s"
+               + (f", {failed} failed" if failed else "")
+               + (f", {len(unchecked)} could not run" if unchecked else ""))
+    if unchecked:
+        click.echo("not checked (install what is missing, e.g. `make setup`): "
+                   + "; ".join(unchecked))
     if report.get("samples"):
         click.echo(f"checked with a sample bundle (none in vendor/): "
                    f"{', '.join(report['samples'])}; baking them needs the real bundles "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -184,3 +185,32 @@ def test_schema_checks_fall_back_to_one_command_per_file(user_data, monkeypatch)
     checks = [_schema_check(p, future) for p in user_data]
     assert [c.ok for c in checks] == [True, False, False, False]
     assert "runcmd" in checks[1].detail and checks[1].detail.startswith("wrong-type: ")
+
+
+def _path_without(tmp_path, missing: str) -> str:
+    """A PATH with every program of this one except `missing`."""
+    import os
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        for exe in sorted(Path(directory).glob("*")) if Path(directory).is_dir() else []:
+            link = bin_dir / exe.name
+            if exe.name != missing and not link.exists() and os.access(exe, os.X_OK):
+                link.symlink_to(exe)
+    return str(bin_dir)
+
+
+@pytest.mark.skipif(not HAVE_PACKER, reason="needs packer to take it away")
+def test_a_check_that_cannot_run_fails_the_gate_and_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", _path_without(tmp_path, "packer"))
+    monkeypatch.delenv("BUILDER_PACKER", raising=False)
+    proc = run_builder(["validate", "redis", "--target", "qemu"], REPO, state=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("not checked") and "redis packer-validate: packer not installed" \
+        in last
+    assert "2 could not run" in proc.stdout
+    report = json.loads(run_builder(["validate", "redis", "--target", "qemu", "--json"],
+                                    REPO, state=tmp_path).stdout)
+    assert report["ok"] is False and len(report["unchecked"]) == 2

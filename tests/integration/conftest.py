@@ -1,8 +1,6 @@
 """Integration fixtures: a private copy of the project and a private state directory per
 test session, so tests never touch a developer's packer/ or output/. Every image is baked
-once per session, and one cluster of the whole stack (the built-in `local` environment)
-serves every module that boots one, in the order the modules run: the Saleor tier's checks,
-its install-method swap, then the database failover and replacement."""
+once per session and shared by every module that boots it."""
 
 from __future__ import annotations
 
@@ -20,7 +18,6 @@ import yaml
 
 from builder.bake import base as bases
 from builder.bench.aptproxy import AptProxy
-from builder.cluster.state import load
 from builder.project import copy_tree
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,26 +174,6 @@ def saleor_images(baked, container_image, tmp_path_factory):
     baked_tier = builder_json(builder, "bake", *SALEOR_TIER, "--target", "qemu",
                               "--parallel", "2", timeout=3600)
     return builder, baked_tier
-
-
-@pytest.fixture(scope="session")
-def stack(saleor_images):
-    """The whole stack of the built-in `local` environment (3 x etcd-patroni, HAProxy,
-    Redis, 2 x saleor-api, dashboard, storefront) booted once by `builder cluster up`, each
-    node configured from its seed alone; powered off and removed at the end of the session.
-    Yields the builder, `up`'s report, the cluster and the seconds `up` took."""
-    builder, _ = saleor_images
-    started = time.monotonic()
-    up = builder.run("cluster", "up", "--json", "--timeout", "1800", timeout=2400)
-    try:
-        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
-        yield builder, json.loads(up.stdout), load(builder.state, "local"), \
-            time.monotonic() - started
-    finally:
-        down = builder.run("cluster", "down", timeout=300)
-        assert down.returncode == 0, down.stderr
-        assert not qemu_processes(str(builder.state / "cluster")), "VMs left running"
-        assert not (builder.state / "cluster" / "local").exists()
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """The Saleor tier from its bundles: stand-in applications (tests/fixtures/*-standin, the
 real sources are unreachable here) vendored into bundles, baked with the real install
-steps, booted with the data tier by `builder cluster up` (the session's stack, conftest),
-configured by their node agents, and reached through HAProxy :80 and :9000 and the
-storefront's :3000.
+steps, booted with a small data tier by `builder cluster up` (tests/fixtures/saleor-tier.yaml:
+one database node; the HA behaviour is test_cluster_qemu's), configured by their node
+agents, and reached through HAProxy :80 and :9000 and the storefront's :3000.
 
 Then the API tier moves to saleor-api's `container` install method in the running shop, as
 an operator swaps an image version: the dead API node is replaced by one booted from the
@@ -19,11 +19,14 @@ import psycopg
 import pytest
 from conftest import (
     CONTAINER_VERSION,
+    REPO,
+    SALEOR_TIER,
     beats,
     builder_json,
     fetch,
     graphql_shop,
     post_boot_failures,
+    qemu_processes,
     recent_heartbeats,
 )
 
@@ -36,10 +39,28 @@ from builder.cluster.vm import ssh
 from builder.project import find_project
 
 pytestmark = pytest.mark.vm
+ENV_FILE = REPO / "tests" / "fixtures" / "saleor-tier.yaml"
+ENV = "saleor-tier"
+
+
+@pytest.fixture(scope="module")
+def shop(saleor_images):
+    builder, _ = saleor_images
+    started = time.monotonic()
+    up = builder.run("cluster", "up", "--env", str(ENV_FILE), "--json", "--timeout", "1800",
+                     timeout=2400)
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
+        cluster = load(builder.state, ENV)
+        yield builder, json.loads(up.stdout), cluster, time.monotonic() - started
+    finally:
+        down = builder.run("cluster", "down", "--env", str(ENV_FILE), timeout=300)
+        assert down.returncode == 0, down.stderr
+        assert not qemu_processes(str(builder.state / "cluster")), "VMs left running"
 
 
 def _status(builder) -> dict:
-    return builder_json(builder, "cluster", "status", timeout=300)
+    return builder_json(builder, "cluster", "status", "--env", str(ENV_FILE), timeout=300)
 
 
 def _on(cluster, role: str) -> list:
@@ -58,32 +79,31 @@ def test_bakes_installed_the_bundles(saleor_images):
         print(f"{bake['role']}: baked in {bake['seconds']} s")
 
 
-def test_every_node_ready_from_its_seed(stack):
-    _, up, cluster, seconds = stack
+def test_every_node_ready_from_its_seed(shop):
+    _, up, cluster, seconds = shop
     roles = sorted(n["role"] for n in up["nodes"])
-    assert roles == sorted(["etcd-patroni"] * 3 + ["haproxy", "redis", "saleor-api",
-                            "saleor-api", "saleor-dashboard", "storefront"])
+    assert roles == sorted(["etcd-patroni", "haproxy", "redis", "saleor-api", "saleor-api",
+                            "saleor-dashboard", "storefront"])
     assert up["skipped_roles"] == []
     print(f"shop up from cold: {seconds:.0f} s; ready per node: {up['ready_seconds']}")
 
 
-def test_post_boot_suites_pass_on_every_node(stack, tmp_path):
-    """tests/images/<role>/test_boot_*.py (and the common one) against each running node,
-    the database tier's included (test_stack_failover_qemu runs later on this cluster)."""
-    builder, _, cluster, _ = stack
-    assert not post_boot_failures(builder, cluster, None, tmp_path)
+def test_post_boot_suites_pass_on_the_saleor_tier(shop, tmp_path):
+    builder, _, cluster, _ = shop
+    assert not post_boot_failures(builder, cluster, SALEOR_TIER + ("haproxy", "redis"),
+                                  tmp_path)
 
 
-def test_graphql_through_haproxy_port_80_from_the_database(stack):
-    builder, _, _, _ = stack
+def test_graphql_through_haproxy_port_80_from_the_database(shop):
+    builder, _, _, _ = shop
     endpoints = _status(builder)["endpoints"]
     # Four answers: both API nodes, round robin.
     answers = [graphql_shop(endpoints["api"]["port"]) for _ in range(4)]
     assert all(a == {"data": {"shop": {"name": "Saleor e-commerce"}}} for a in answers), answers
 
 
-def test_dashboard_through_haproxy_port_9000_with_api_url_rewritten(stack):
-    builder, _, cluster, _ = stack
+def test_dashboard_through_haproxy_port_9000_with_api_url_rewritten(shop):
+    builder, _, cluster, _ = shop
     endpoints = _status(builder)["endpoints"]
     haproxy = _on(cluster, "haproxy")[0].address
     status, page = fetch(f"http://127.0.0.1:{endpoints['dashboard']['port']}/")
@@ -94,16 +114,16 @@ def test_dashboard_through_haproxy_port_9000_with_api_url_rewritten(stack):
     assert status == 200 and deep == page  # SPA fallback
 
 
-def test_storefront_renders_the_shop_from_the_api(stack):
-    builder, _, _, _ = stack
+def test_storefront_renders_the_shop_from_the_api(shop):
+    builder, _, _, _ = shop
     endpoints = _status(builder)["endpoints"]
     status, page = fetch(f"http://127.0.0.1:{endpoints['storefront']['port']}/")
     assert status == 200
     assert "Saleor e-commerce" in page and "default-channel" in page
 
 
-def test_migrations_ran_once_for_the_release(stack):
-    builder, _, cluster, _ = stack
+def test_migrations_ran_once_for_the_release(shop):
+    builder, _, cluster, _ = shop
     dsn = _status(builder)["endpoints"]["postgres"]["dsn"]
     with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn:
         rows = conn.execute("SELECT release, node FROM builder_releases "
@@ -118,20 +138,20 @@ def test_migrations_ran_once_for_the_release(stack):
     assert {r["by"] for r in reports} == {rows[0][1]}
 
 
-def test_exactly_one_beat_and_the_worker_runs_its_tasks(stack):
-    builder, _, cluster, _ = stack
+def test_exactly_one_beat_and_the_worker_runs_its_tasks(shop):
+    builder, _, cluster, _ = shop
     counted = beats(cluster)
     assert sorted(counted.values()) == [0, 1], counted
     recent = recent_heartbeats(_status(builder)["endpoints"]["postgres"]["dsn"])
     assert 2 <= recent <= 6, recent
 
 
-def test_beat_moves_when_its_node_dies(stack):
-    builder, _, cluster, _ = stack
+def test_beat_moves_when_its_node_dies(shop):
+    builder, _, cluster, _ = shop
     counted = beats(cluster)
     holder = next(name for name, count in counted.items() if count == 1)
     other = next(name for name in counted if name != holder)
-    builder_json(builder, "cluster", "kill", holder, timeout=120)
+    builder_json(builder, "cluster", "kill", holder, "--env", str(ENV_FILE), timeout=120)
     deadline = time.monotonic() + 240
     while beats(cluster).get(other) != 1:
         assert time.monotonic() < deadline, "beat did not move to the surviving node"
@@ -142,24 +162,25 @@ def test_beat_moves_when_its_node_dies(stack):
 # --- the API tier swapped to the container install method -----------------------------------
 
 @pytest.fixture(scope="module")
-def swapped(stack, container_image):
+def swapped(shop, container_image):
     """The replacement an operator makes after the beat test's kill: the dead API node's
     slot gets an instance of the container image, a newer release, beside the surviving
     bundle node (both methods serve one tier). The storefront and the dashboard are done
     with and powered off first, to give the boot the CPUs. Returns the cluster as it is
     then and the new node."""
-    builder, _, cluster, _ = stack
+    builder, _, cluster, _ = shop
     for node in _on(cluster, "storefront") + _on(cluster, "saleor-dashboard"):
-        builder_json(builder, "cluster", "kill", node.name, timeout=120)
+        builder_json(builder, "cluster", "kill", node.name, "--env", str(ENV_FILE),
+                     timeout=120)
     dead = [n for n in _on(cluster, "saleor-api") if not cluster.vm(n).running()]
     victim = (dead or _on(cluster, "saleor-api"))[0].name
     swapper, report, _, _ = container_image
     image = Path(report["bakes"][0]["artifact"]).name
-    done = builder_json(swapper, "cluster", "replace", victim, "--image", image,
-                        timeout=1800)
+    done = builder_json(swapper, "cluster", "replace", victim, "--env", str(ENV_FILE),
+                        "--image", image, timeout=1800)
     assert done["image"] == image
     print(f"{victim} replaced by {image}, ready after {done['ready_seconds']} s")
-    after = load(swapper.state, "local")
+    after = load(swapper.state, ENV)
     return swapper, after, after.node(victim)
 
 

@@ -1,9 +1,7 @@
-"""The HA database of the session's stack (conftest: `builder cluster up` boots the whole
-`local` environment from the baked images on a private network, each node configured from
-its seed; the Saleor tier's module has run on it first): one leader, two streaming
-replicas, three etcd members, writes routed to the leader. Then a primary crash under a
-steady writer, and the replacement of a dead node, with the shop's API tier still
-connected through HAProxy."""
+"""The HA database from cold VMs, through the CLI an operator uses: `builder cluster up`
+boots 3 x etcd-patroni and 1 x HAProxy from the baked images on a private network; each
+node configures itself from its seed. Then a primary crash under a steady writer, and the
+replacement of a dead node."""
 
 from __future__ import annotations
 
@@ -12,7 +10,7 @@ import time
 
 import psycopg
 import pytest
-from conftest import beats, graphql_shop, recent_heartbeats
+from conftest import post_boot_failures, qemu_processes
 
 from builder.cluster import health
 from builder.cluster.state import load
@@ -45,14 +43,24 @@ def _server(dsn: str) -> tuple[str, bool]:
 
 
 @pytest.fixture(scope="module")
-def cluster(stack):
-    builder, up, _, seconds = stack
-    return builder, up, seconds
+def cluster(baked):
+    builder, _ = baked
+    started = time.monotonic()
+    up = builder.run("cluster", "up", "--role", DB, "--role", "haproxy", "--json",
+                     timeout=2400)
+    try:
+        assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
+        yield builder, json.loads(up.stdout), time.monotonic() - started
+    finally:
+        down = builder.run("cluster", "down", timeout=300)
+        assert down.returncode == 0, down.stderr
+        assert not qemu_processes(str(builder.state / "cluster")), "VMs left running"
+        assert not (builder.state / "cluster" / "local").exists()
 
 
 def test_cold_cluster_one_leader_two_streaming_replicas_three_etcd_members(cluster):
     builder, up, seconds = cluster
-    assert [n["role"] for n in up["nodes"]].count(DB) == 3
+    assert sorted(n["role"] for n in up["nodes"]) == [DB, DB, DB, "haproxy"]
     status = _wait_healthy(builder)
     db = health.db_nodes(status)
     assert len(db) == 3 and all(n["agent"] == "ready" for n in db.values())
@@ -60,6 +68,13 @@ def test_cold_cluster_one_leader_two_streaming_replicas_three_etcd_members(clust
         ["running", "streaming", "streaming"]
     assert all(n["etcd"]["healthy"] for n in db.values())
     print(f"cluster up from cold: {seconds:.0f} s; ready per node: {up['ready_seconds']}")
+
+
+def test_post_boot_suites_pass_on_every_node(cluster, tmp_path):
+    """tests/images/<role>/test_boot_*.py (and the common one) against each running node."""
+    builder, _, _ = cluster
+    _wait_healthy(builder)
+    assert not post_boot_failures(builder, load(builder.state, "local"), None, tmp_path)
 
 
 def test_haproxy_routes_writes_to_the_leader_only_and_reads_to_replicas(cluster):
@@ -126,31 +141,6 @@ def test_primary_crash_loses_no_acknowledged_write(cluster):
     assert writer.misrouted == 0, f"{writer.misrouted} writes refused read-only: " \
                                   f"{writer.errors[-8:]}"
     print(f"primary crash: write outage {outage:.1f} s, {len(writer.acks)} writes acknowledged")
-
-
-def test_the_shop_serves_from_the_new_primary_with_one_beat(cluster):
-    """The crash of the test before, as the API tier saw it: GraphQL answers through
-    HAProxy from the new primary, the beat's advisory lock (on the old primary) was taken
-    again by exactly one node, and the worker's tasks write to the new primary."""
-    builder, _, _ = cluster
-    status = _wait_healthy(builder)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            answer = graphql_shop(status["endpoints"]["api"]["port"])
-            break
-        except OSError as exc:
-            assert time.monotonic() < deadline, f"the API does not answer: {exc}"
-            time.sleep(2)
-    assert answer == {"data": {"shop": {"name": "Saleor e-commerce"}}}
-    shop = load(builder.state, "local")
-    # Two holders may overlap for the singleton's check interval, never longer.
-    deadline = time.monotonic() + 90
-    while sorted((counted := beats(shop)).values()) != [0, 1]:
-        assert time.monotonic() < deadline, f"beats per API node: {counted}"
-        time.sleep(5)
-    recent = recent_heartbeats(status["endpoints"]["postgres"]["dsn"])
-    assert 2 <= recent <= 6, recent
 
 
 def test_replace_dead_node_joins_etcd_and_patroni_as_replica(cluster):

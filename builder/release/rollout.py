@@ -43,7 +43,10 @@ class Options:
     poll: float = 15.0
     min_healthy: int | None = None
     warmup: int | None = None
-    checkpoints: list[int] = dataclasses.field(default_factory=lambda: [50])
+    # A refresh ENDS at its last checkpoint (AWS: "the last value ... describes the percentage
+    # of the Auto Scaling group that needs to be successfully replaced"): ending at 100 is
+    # what replaces every instance; 50 pauses halfway for a look.
+    checkpoints: list[int] = dataclasses.field(default_factory=lambda: [50, 100])
     checkpoint_delay: int = 300
     rollback_window: int = 3600
 
@@ -171,6 +174,23 @@ def rollout(ctx: Context, role: str, channel: str, asg_name: str, opts: Options,
 # --------------------------------------------------------------------------- rolling
 
 
+def parse_checkpoints(text: str) -> list[int]:
+    """--checkpoints as a user writes it (25,50,100): ascending, unique, ending at 100."""
+    try:
+        points = sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise UserError(f"expected percentages like 50,100, got {text!r}",
+                        field="--checkpoints") from None
+    if any(not 0 < p <= 100 for p in points):
+        raise UserError("percentages must be within 1..100", field="--checkpoints")
+    if points and points[-1] != 100:
+        raise UserError(f"the last checkpoint must be 100, got {text!r}: an instance refresh "
+                        f"ends at its last checkpoint and would leave "
+                        f"{100 - points[-1]}% of the group on the old image",
+                        field="--checkpoints")
+    return points
+
+
 def refresh_preferences(role: str, desired: int, opts: Options) -> dict:
     prefs: dict = {"SkipMatching": True, "AutoRollback": True,
                    "ScaleInProtectedInstances": "Refresh", "StandbyInstances": "Terminate"}
@@ -183,10 +203,13 @@ def refresh_preferences(role: str, desired: int, opts: Options) -> dict:
                                                  for i in range(1, nodes + 1)})
     else:
         prefs["MinHealthyPercentage"] = 90 if opts.min_healthy is None else opts.min_healthy
-        prefs["CheckpointPercentages"] = sorted(set(opts.checkpoints))
+        if opts.checkpoints:
+            prefs["CheckpointPercentages"] = sorted(set(opts.checkpoints))
     if opts.min_healthy is not None:
         prefs["MinHealthyPercentage"] = opts.min_healthy
-    prefs["CheckpointDelay"] = opts.checkpoint_delay
+    if prefs.get("CheckpointPercentages"):
+        # AWS refuses a CheckpointDelay without CheckpointPercentages.
+        prefs["CheckpointDelay"] = opts.checkpoint_delay
     if opts.warmup is not None:
         prefs["InstanceWarmup"] = opts.warmup
     return prefs
@@ -217,7 +240,7 @@ def _rolling(ctx, group, spec, current, image, note, opts, progress, base) -> di
     refresh_id = started["InstanceRefreshId"]
     progress.say(f"instance refresh {refresh_id} started on {name} "
                  f"(min healthy {prefs['MinHealthyPercentage']}%, checkpoints "
-                 f"{prefs['CheckpointPercentages']})")
+                 f"{prefs.get('CheckpointPercentages') or 'none'})")
     rollout_id = ctx.registry.record_rollout(
         role=role, channel=base["channel"], strategy="rolling", asg=name,
         image=image.image_id, artifact_id=image.artifact.id if image.artifact else None,

@@ -129,6 +129,39 @@ def _pin(ctx: Context, group: dict, spec: dict, version: int) -> None:
                             "Version": str(version)})
 
 
+def _undo(ctx: Context, group: dict, spec: dict, version: int | None) -> str:
+    """Back to before the rollout: the group names the launch-template Version it named
+    (pinning changed only $Latest/$Default) and the version this rollout made is deleted.
+    Returns what was done, for the error line; what could not be undone is said too."""
+    name = group["AutoScalingGroupName"]
+    template = spec["LaunchTemplateId"]
+    original = str(spec.get("Version") or "$Default")
+    done, failed = [], []
+    if not original.isdigit():
+        try:
+            with calling(f"restoring {name} to launch template version {original}"):
+                ctx.aws.autoscaling().update_auto_scaling_group(
+                    AutoScalingGroupName=name,
+                    LaunchTemplate={"LaunchTemplateId": template, "Version": original})
+            done.append(f"{name} back on {original}")
+        except OperationError as exc:
+            failed.append(str(exc))
+    if version is not None:
+        try:
+            with calling(f"deleting launch template {template} version {version}"):
+                answer = ctx.aws.ec2().delete_launch_template_versions(
+                    LaunchTemplateId=template, Versions=[str(version)])
+            for bad in answer.get("UnsuccessfullyDeletedLaunchTemplateVersions") or []:
+                err = bad.get("ResponseError") or {}
+                raise OperationError(f"deleting launch template {template} version "
+                                     f"{version}: {err.get('Code')}: {err.get('Message')}")
+            done.append(f"version {version} deleted")
+        except OperationError as exc:
+            failed.append(str(exc))
+    text = "undone: " + (", ".join(done) or "nothing to undo")
+    return text + (f"; NOT undone: {'; '.join(failed)}" if failed else "")
+
+
 def _up_to_date(ctx: Context, group: dict, spec: dict, version: int, image: Image) -> bool:
     """The group launches the image and every instance it has runs it."""
     if _version_data(ctx, spec["LaunchTemplateId"], version).get("ImageId") != image.image_id:
@@ -363,7 +396,13 @@ def _blue_green(ctx, blue, spec, current, image, note, opts, progress, base) -> 
         raise UserError(f"group {green_name!r} already exists (an earlier blue-green of "
                         f"{image.image_id}?); roll it back or retire it first", field="--asg")
     target_groups = list(blue.get("TargetGroupARNs") or [])
-    version = new_template_version(ctx, spec["LaunchTemplateId"], current, image, note)
+    # Blue on $Latest/$Default would launch green's image once the shared template has it
+    # (on a scale-out after --rollback, say): pin it to what it runs first.
+    _pin(ctx, blue, spec, current)
+    try:
+        version = new_template_version(ctx, spec["LaunchTemplateId"], current, image, note)
+    except OperationError as exc:
+        raise OperationError(f"{exc}; {_undo(ctx, blue, spec, None)}") from None
     progress.say(f"launch template {spec['LaunchTemplateId']} version {version} -> "
                  f"{image.image_id}")
     params = {
@@ -383,8 +422,11 @@ def _blue_green(ctx, blue, spec, current, image, note, opts, progress, base) -> 
         params["VPCZoneIdentifier"] = blue["VPCZoneIdentifier"]
     else:
         params["AvailabilityZones"] = blue["AvailabilityZones"]
-    with calling(f"creating green group {green_name}"):
-        asg.create_auto_scaling_group(**params)
+    try:
+        with calling(f"creating green group {green_name}"):
+            asg.create_auto_scaling_group(**params)
+    except OperationError as exc:
+        raise OperationError(f"{exc}; {_undo(ctx, blue, spec, version)}") from None
     progress.say(f"green {green_name} created ({params['DesiredCapacity']} instances, "
                  f"{len(target_groups)} target group(s))")
     rollout_id = ctx.registry.record_rollout(
@@ -398,6 +440,7 @@ def _blue_green(ctx, blue, spec, current, image, note, opts, progress, base) -> 
                      f"{blue_name} keeps serving")
         _delete_group(ctx, green_name)
         ctx.registry.finish_rollout(rollout_id, "failed", {"green": green_name})
+        progress.say(_undo(ctx, blue, spec, version))
         raise
     _swap(ctx, live=green_name, old=blue_name, target_groups=target_groups, progress=progress)
     retire_after = int(time.time() + opts.rollback_window)

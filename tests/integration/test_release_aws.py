@@ -495,6 +495,11 @@ def test_blue_green_swap_rollback_and_retire(world, builder):
     assert world.describe_group(green) is None
     assert serving() == blue_ids
     assert world.describe_group("api")["SuspendedProcesses"] == []
+    # Blue was on $Latest while the shared template gained green's version: pinned to the
+    # version it ran, it scales out with the old image.
+    assert world.describe_group("api")["LaunchTemplate"]["Version"] == "1"
+    world.asg.set_desired_capacity(AutoScalingGroupName="api", DesiredCapacity=3)
+    assert world.instance_images("api") == {world.ami(v1)}
 
     again = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--strategy",
                     "blue-green", "--poll", "0.01", "--timeout", "20", "--json")

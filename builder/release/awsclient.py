@@ -28,21 +28,24 @@ class Aws:
             self.session = boto3.session.Session(profile_name=profile, region_name=self.region)
         except ProfileNotFound as exc:
             raise UserError(str(exc), field="aws.profile") from None
-        self._clients: dict[tuple[str, str], object] = {}
+        self._clients: dict[tuple[str, str, int | None], object] = {}
 
     @property
     def endpoint_url(self) -> str | None:
         return os.environ.get("AWS_ENDPOINT_URL") or None
 
-    def client(self, service: str, region: str | None = None):
+    def client(self, service: str, region: str | None = None, attempts: int | None = None):
+        """attempts=1 for calls that must not be repeated (not idempotent)."""
         from botocore.config import Config
 
         region = region or self.region
-        key = (service, region)
+        retries = RETRIES if attempts is None else {"mode": RETRIES["mode"],
+                                                     "total_max_attempts": attempts}
+        key = (service, region, attempts)
         if key not in self._clients:
             self._clients[key] = self.session.client(
                 service, region_name=region, endpoint_url=self.endpoint_url,
-                config=Config(retries=RETRIES, user_agent_extra="builder-release"))
+                config=Config(retries=retries, user_agent_extra="builder-release"))
         return self._clients[key]
 
     def ec2(self, region: str | None = None):
@@ -51,8 +54,8 @@ class Aws:
     def ssm(self, region: str | None = None):
         return self.client("ssm", region)
 
-    def autoscaling(self, region: str | None = None):
-        return self.client("autoscaling", region)
+    def autoscaling(self, region: str | None = None, attempts: int | None = None):
+        return self.client("autoscaling", region, attempts)
 
     def elbv2(self, region: str | None = None):
         return self.client("elbv2", region)

@@ -15,7 +15,7 @@ import time
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
 from builder.release import channels
-from builder.release.awsclient import calling, error_code, tags_of
+from builder.release.awsclient import calling, tags_of
 from builder.release.context import Context
 from builder.release.images import Image
 
@@ -27,6 +27,7 @@ STATEFUL = {
 }
 
 REFRESH_DONE = {"Successful"}
+REFRESH_ACTIVE = {"Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"}
 REFRESH_FAILED = {"Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed"}
 # The group's processes paused on a blue kept for rollback, so it neither re-registers with
 # the target groups nor scales on alarms while it waits.
@@ -251,26 +252,18 @@ def refresh_preferences(role: str, desired: int, opts: Options) -> dict:
 def _rolling(ctx, group, spec, current, image, note, opts, progress, base) -> dict:
     name = group["AutoScalingGroupName"]
     role = base["role"]
+    _check_no_refresh(ctx, name)
     _pin(ctx, group, spec, current)
-    version = new_template_version(ctx, spec["LaunchTemplateId"], current, image, note)
+    try:
+        version = new_template_version(ctx, spec["LaunchTemplateId"], current, image, note)
+    except OperationError as exc:
+        raise OperationError(f"{exc}; {_undo(ctx, group, spec, None)}") from None
     progress.say(f"launch template {spec['LaunchTemplateId']} version {version} -> "
                  f"{image.image_id} (was {current})")
     prefs = refresh_preferences(role, int(group.get("DesiredCapacity") or 0), opts)
-    from botocore.exceptions import ClientError
-
-    try:
-        started = ctx.aws.autoscaling().start_instance_refresh(
-            AutoScalingGroupName=name, Strategy="Rolling",
-            DesiredConfiguration={"LaunchTemplate": {
-                "LaunchTemplateId": spec["LaunchTemplateId"], "Version": str(version)}},
-            Preferences=prefs)
-    except ClientError as exc:
-        if error_code(exc) == "InstanceRefreshInProgress":
-            raise OperationError(f"{name} already has an instance refresh in progress; wait "
-                                 f"for it or cancel it first") from None
-        with calling(f"starting an instance refresh of {name}"):
-            raise
-    refresh_id = started["InstanceRefreshId"]
+    desired = {"LaunchTemplate": {"LaunchTemplateId": spec["LaunchTemplateId"],
+                                  "Version": str(version)}}
+    refresh_id = _start_refresh(ctx, group, spec, version, desired, prefs)
     progress.say(f"instance refresh {refresh_id} started on {name} "
                  f"(min healthy {prefs['MinHealthyPercentage']}%, checkpoints "
                  f"{prefs.get('CheckpointPercentages') or 'none'})")
@@ -291,6 +284,46 @@ def _rolling(ctx, group, spec, current, image, note, opts, progress, base) -> di
         raise OperationError(f"instance refresh {refresh_id} on {name} ended {status}: "
                              f"{final.get('StatusReason', 'no reason given')}")
     return result
+
+
+def _active_refreshes(ctx: Context, name: str) -> list[dict]:
+    with calling(f"describing the instance refreshes of {name}"):
+        found = ctx.aws.autoscaling().describe_instance_refreshes(
+            AutoScalingGroupName=name)["InstanceRefreshes"]
+    return [r for r in found if r.get("Status") in REFRESH_ACTIVE]
+
+
+def _check_no_refresh(ctx: Context, name: str) -> None:
+    """Before anything changes: one refresh at a time per group (InstanceRefreshInProgress)."""
+    for refresh in _active_refreshes(ctx, name):
+        raise OperationError(f"{name} already has instance refresh "
+                             f"{refresh['InstanceRefreshId']} {refresh['Status']}; wait for it "
+                             f"or cancel it first (nothing changed)")
+
+
+def _start_refresh(ctx: Context, group: dict, spec: dict, version: int, desired: dict,
+                   prefs: dict) -> str:
+    """StartInstanceRefresh is not idempotent: sent once, never retried. When it fails, a
+    refresh AWS started anyway (the answer was lost) is followed; otherwise the pin and the
+    new template version are undone."""
+    name = group["AutoScalingGroupName"]
+    try:
+        with calling(f"starting an instance refresh of {name}"):
+            return ctx.aws.autoscaling(attempts=1).start_instance_refresh(
+                AutoScalingGroupName=name, Strategy="Rolling", DesiredConfiguration=desired,
+                Preferences=prefs)["InstanceRefreshId"]
+    except OperationError as exc:
+        failure = str(exc)
+    try:
+        ours = [r for r in _active_refreshes(ctx, name)
+                if (r.get("DesiredConfiguration") or {}).get("LaunchTemplate", {}).get(
+                    "Version") == str(version)]
+    except OperationError as exc:
+        raise OperationError(f"{failure}; and whether it started is unknown ({exc}): "
+                             f"nothing undone, check the group's instance refreshes") from None
+    if ours:
+        return ours[0]["InstanceRefreshId"]
+    raise OperationError(f"{failure}; {_undo(ctx, group, spec, version)}")
 
 
 def wait_refresh(ctx: Context, name: str, refresh_id: str, opts: Options,

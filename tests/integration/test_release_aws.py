@@ -434,6 +434,44 @@ def test_rolling_refresh_failure_exits_1(world, builder, standin):
     assert world.instance_images("api") == {world.ami(v1)}
 
 
+@pytest.mark.parametrize("fault", ["500", "close"])
+def test_failed_refresh_start_is_sent_once_and_undone(world, builder, standin, fault):
+    """StartInstanceRefresh is not idempotent: one attempt; when it fails, the group's own
+    launch-template Version comes back and the new version is deleted."""
+    v1 = world.bake("saleor-api", "1.0.0")
+    world.bake("saleor-api", "1.1.0")
+    world.group("api", "saleor-api", world.ami(v1), size=2)
+    builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev")
+    before = world.snapshot()
+    standin.start_faults.append(fault)
+
+    res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api")
+    assert res.code == 1, res.err
+    assert res.error.startswith("builder: failed: starting an instance refresh of api")
+    assert "undone: api back on $Latest, version 2 deleted" in res.error
+    assert len(standin.start_requests) == 1 and standin.refreshes == []
+    assert world.describe_group("api")["LaunchTemplate"]["Version"] == "$Latest"
+    assert world.snapshot() == before
+    assert world.registry.rollouts("saleor-api") == []
+
+
+def test_refresh_started_behind_a_dropped_answer_is_followed(world, builder, standin):
+    """The connection dropped after AWS started the refresh: builder finds it, undoes
+    nothing and goes on."""
+    v1 = world.bake("saleor-api", "1.0.0")
+    v2 = world.bake("saleor-api", "1.1.0")
+    world.group("api", "saleor-api", world.ami(v1), size=2)
+    builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev")
+    standin.start_faults.append("close-after-start")
+    res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--wait",
+                  "--poll", "0.01", "--json")
+    assert res.code == 0, res.err
+    assert res.json["status"] == "Successful"
+    assert res.json["refresh_id"] == standin.refreshes[0].id
+    assert len(standin.start_requests) == 1
+    assert world.instance_images("api") == {world.ami(v2)}
+
+
 def test_etcd_patroni_rolls_one_node_at_a_time_and_refuses_blue_green(world, builder,
                                                                       standin):
     sim = standin
@@ -453,6 +491,14 @@ def test_etcd_patroni_rolls_one_node_at_a_time_and_refuses_blue_green(world, bui
     prefs = sim.started[0]["Preferences"]
     assert prefs["MinHealthyPercentage"] == 100
     assert prefs["CheckpointPercentages"] == [34, 67, 100]
+
+    # One refresh at a time: refused before anything changes.
+    world.bake("etcd-patroni", "1.2.0")
+    builder("release", "promote", "etcd-patroni", "1.2.0", "--channel", "dev")
+    before = world.snapshot()
+    busy = builder("rollout", "etcd-patroni", "--channel", "dev", "--asg", "db")
+    assert busy.code == 1 and "already has instance refresh" in busy.error, busy.err
+    assert world.snapshot() == before and len(sim.start_requests) == 1
 
 
 def test_blue_green_swap_rollback_and_retire(world, builder):

@@ -91,6 +91,9 @@ def test_clients_use_standard_retries_and_the_endpoint_variable(monkeypatch):
     assert ssm.meta.endpoint_url == "http://127.0.0.1:9"
     assert ssm.meta.config.retries["mode"] == RETRIES["mode"] == "standard"
     assert aws.ssm() is ssm and aws.ssm("us-east-1") is not ssm
+    once = aws.autoscaling(attempts=1)
+    assert once.meta.config.retries["total_max_attempts"] == 1
+    assert once is not aws.autoscaling() and aws.autoscaling(attempts=1) is once
 
 
 def test_registry_lineage_revocation_and_channels(tmp_path):

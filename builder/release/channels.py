@@ -164,6 +164,13 @@ def channel_image(ctx: Context, role: str, channel: str) -> Image:
         raise UserError(f"{role} has no image on channel {channel!r} in {ctx.region} "
                         f"(SSM parameter {name} not found)", field="--channel")
     img = images.describe(ctx, ctx.region, image_id, field="--channel")
+    # SSM parameters can be written by anyone: deploy only what is known to be this role's.
+    known = img.artifact.role if img.artifact else img.tags.get("builder:role")
+    if known != role:
+        what = (f"an image of {known}, not {role}" if known else f"which is not a known "
+                f"image of {role} (neither in the registry nor tagged builder:role)")
+        raise UserError(f"channel {channel!r} ({name}) points at {image_id}, {what}",
+                        field="--channel")
     if img.revoked:
         raise UserError(f"channel {channel!r} points at {image_id} ({role} {img.version}), "
                         f"which is revoked; roll the channel back or promote another image",

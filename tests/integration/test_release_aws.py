@@ -691,6 +691,24 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(world, builder):
     assert res.error.startswith("builder: error: VERSION: unknown AMI")
     assert world.snapshot() == before
 
+    # A channel pointing at another role's image (registry, or only the AMI's tag), or at
+    # an AMI of no known role: refused before anything changes.
+    redis = world.bake("redis", "1.0.0")
+    stranger = world.ec2.register_image(Name="someone-elses")["ImageId"]
+    tagged = world.ec2.register_image(Name="tagged-redis")["ImageId"]
+    world.ec2.create_tags(Resources=[tagged], Tags=[{"Key": "builder:role", "Value": "redis"},
+                                                    {"Key": "builder:tests-passed",
+                                                     "Value": "true"}])
+    for ami, text in ((world.ami(redis), "an image of redis"), (tagged, "an image of redis"),
+                      (stranger, "not a known image of saleor-api")):
+        world.ssm.put_parameter(Name="/builder/test/saleor-api/dev", Type="String",
+                                DataType="aws:ec2:image", Value=ami, Overwrite=True)
+        before = world.snapshot()
+        res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api")
+        assert res.code == 2 and res.error.startswith("builder: error: --channel"), res.err
+        assert text in res.error and ami in res.error, res.error
+        assert world.snapshot() == before
+
     # A channel pointing at an AMI that no longer exists in AWS.
     world.ssm.put_parameter(Name="/builder/test/saleor-api/staging", Type="String",
                             DataType="aws:ec2:image", Value="ami-0123456789abcdef0")

@@ -28,14 +28,21 @@ def _write_parameters(ctx: Context, role: str, channel: str, art: Artifact) -> N
                     Overwrite=True,
                     Description=f"builder: {role} {art.version} on {channel} (#{art.id})")
             done.append((region, previous))
-    except OperationError:
+    except OperationError as exc:
+        failed = []
         for region, previous in reversed(done):
             ssm = ctx.aws.ssm(region)
-            if previous is None:
-                ssm.delete_parameter(Name=name)
-            else:
-                ssm.put_parameter(Name=name, Value=previous, Type="String",
-                                  DataType="aws:ec2:image", Overwrite=True)
+            try:
+                with calling(f"restoring SSM parameter {name} in {region}"):
+                    if previous is None:
+                        ssm.delete_parameter(Name=name)
+                    else:
+                        ssm.put_parameter(Name=name, Value=previous, Type="String",
+                                          DataType="aws:ec2:image", Overwrite=True)
+            except OperationError as again:
+                failed.append(str(again))
+        if failed:
+            raise OperationError(f"{exc}; NOT restored: {'; '.join(failed)}") from None
         raise
 
 

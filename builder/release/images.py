@@ -78,14 +78,13 @@ def describe(ctx: Context, region: str, image_id: str, field: str) -> Image:
     from botocore.exceptions import ClientError
 
     ec2 = ctx.aws.ec2(region)
-    try:
-        found = ec2.describe_images(ImageIds=[image_id])["Images"]
-    except ClientError as exc:
-        if error_code(exc).startswith("InvalidAMIID"):
-            found = []
-        else:
-            with calling(f"describing {image_id} in {region}"):
+    with calling(f"describing {image_id} in {region}"):
+        try:
+            found = ec2.describe_images(ImageIds=[image_id])["Images"]
+        except ClientError as exc:
+            if not error_code(exc).startswith("InvalidAMIID"):
                 raise
+            found = []
     if not found:
         raise UserError(f"AMI {image_id} does not exist in {region}", field=field)
     img = found[0]

@@ -58,8 +58,8 @@ class Options:
 def find_group(ctx: Context, name: str, field: str = "--asg") -> dict:
     asg = ctx.aws.autoscaling()
     with calling(f"describing Auto Scaling group {name}"):
-        groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
-    found = groups["AutoScalingGroups"]
+        found = asg.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[name])["AutoScalingGroups"]
     if not found:
         raise UserError(f"no Auto Scaling group {name!r} in {ctx.region}", field=field)
     return found[0]
@@ -114,7 +114,7 @@ def new_template_version(ctx: Context, template_id: str, source: int, image: Ima
             LaunchTemplateId=template_id, SourceVersion=str(source),
             VersionDescription=note[:255],
             LaunchTemplateData={"ImageId": image.image_id, "MetadataOptions": metadata})
-    return int(created["LaunchTemplateVersion"]["VersionNumber"])
+        return int(created["LaunchTemplateVersion"]["VersionNumber"])
 
 
 def _pin(ctx: Context, group: dict, spec: dict, version: int) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import boto3
 import pytest
+from bad_endpoint import BadEndpoint, closed_port
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 from refresh_standin import InstanceRefreshStandIn
@@ -714,6 +715,79 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(world, builder):
                             DataType="aws:ec2:image", Value="ami-0123456789abcdef0")
     res = builder("rollout", "saleor-api", "--channel", "staging", "--asg", "api")
     assert res.code == 2 and "ami-0123456789abcdef0 does not exist" in res.error
+
+
+# --------------------------------------------------------------------------- bad endpoints
+
+
+def _lifecycle_commands(world, builder) -> list[tuple[str, ...]]:
+    """A role with a channel, a group and a blue-green pair to act on."""
+    world.bake("saleor-api", "1.0.0")
+    v2 = world.bake("saleor-api", "1.1.0")
+    world.group("api", "saleor-api", world.ami(v2))
+    assert builder("release", "promote", "saleor-api", "1.0.0", "--channel", "dev").code == 0
+    assert builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev").code == 0
+    return [("release", "promote", "saleor-api", "1.1.0", "--channel", "staging"),
+            ("release", "rollback", "saleor-api", "--channel", "dev"),
+            ("release", "revoke", "saleor-api", "1.1.0", "--reason", "x"),
+            ("rollout", "saleor-api", "--channel", "dev", "--asg", "api"),
+            ("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--strategy",
+             "blue-green"),
+            ("rollout", "saleor-api", "--asg", "api", "--rollback"),
+            ("prune", "saleor-api", "--yes")]
+
+
+@pytest.mark.parametrize("mode", ["unreachable", "garbage", "html-500", "close"])
+def test_a_bad_endpoint_is_one_line_exit_1_and_changes_nothing(world, builder, monkeypatch,
+                                                               mode):
+    commands = _lifecycle_commands(world, builder)
+    before = world.snapshot()
+    bad = None if mode == "unreachable" else BadEndpoint(mode)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", closed_port() if bad is None else bad.url)
+        # The standard variable, honoured: two attempts keep the test short.
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+        for args in commands:
+            res = builder(*args)
+            assert res.code == 1, (args, res.err)
+            assert res.error.startswith("builder: failed: "), (args, res.err)
+            assert "Traceback" not in res.err and res.out == "", (args, res.err)
+    finally:
+        if bad is not None:
+            bad.close()
+    assert world.snapshot() == before
+
+
+def test_a_silent_endpoint_times_out_in_one_line(world):
+    from builder.errors import OperationError
+    from builder.release.awsclient import calling
+
+    bad = BadEndpoint("silent")
+    try:
+        ssm = boto3.client("ssm", region_name=REGION, endpoint_url=bad.url, config=Config(
+            read_timeout=0.3, retries={"total_max_attempts": 1}))
+        with pytest.raises(OperationError) as err, calling("reading SSM parameter /x"):
+            ssm.get_parameter(Name="/x")
+    finally:
+        bad.close()
+    assert str(err.value).startswith("reading SSM parameter /x: Read timeout")
+    assert "\n" not in str(err.value)
+
+
+def test_bad_max_attempts_names_the_variable(world, builder, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "many")
+    res = builder("release", "rollback", "saleor-api", "--channel", "dev")
+    assert res.code == 2 and res.error.startswith("builder: error: AWS_MAX_ATTEMPTS")
+
+
+def test_invalid_regions_are_refused_at_load(world, builder):
+    for field, text in (("region", '"eu west 1"'), ("ami_regions", '["us-east-1", "x y"]')):
+        world.env_file.write_text(ENV_YAML.replace(
+            f"  ami_regions: [{REGION}, {OTHER_REGION}]\n", "").replace(
+            f"  region: {REGION}\n", "") + f"  {field}: {text}\n")
+        res = builder("release", "promote", "saleor-api", "1.0.0", "--channel", "dev")
+        assert res.code == 2, res.err
+        assert f"aws.{field}" in res.error and "region" in res.error, res.error
 
 
 # --------------------------------------------------------------------------- the stand-in

@@ -32,6 +32,10 @@ REFRESH_FAILED = {"Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed"}
 # The group's processes paused on a blue kept for rollback, so it neither re-registers with
 # the target groups nor scales on alarms while it waits.
 PAUSED_ON_BLUE = ["AddToLoadBalancer", "AlarmNotification", "ScheduledActions", "AZRebalance"]
+# What every launch-template version builder makes has: IMDSv2 only, and tags readable from
+# metadata (the node agent reads its role and cluster there).
+REQUIRED_METADATA = {"HttpTokens": "required", "HttpEndpoint": "enabled",
+                     "InstanceMetadataTags": "enabled"}
 METADATA_KEYS = ("HttpTokens", "HttpPutResponseHopLimit", "HttpEndpoint", "HttpProtocolIpv6",
                  "InstanceMetadataTags")
 
@@ -106,8 +110,7 @@ def new_template_version(ctx: Context, template_id: str, source: int, image: Ima
     data = _version_data(ctx, template_id, source)
     metadata = {k: v for k, v in (data.get("MetadataOptions") or {}).items()
                 if k in METADATA_KEYS}
-    metadata.update(HttpTokens="required", HttpEndpoint="enabled",
-                    InstanceMetadataTags="enabled")
+    metadata.update(REQUIRED_METADATA)
     metadata.setdefault("HttpPutResponseHopLimit", 1)
     with calling(f"creating a version of launch template {template_id}"):
         created = ctx.aws.ec2().create_launch_template_version(
@@ -164,8 +167,15 @@ def _undo(ctx: Context, group: dict, spec: dict, version: int | None) -> str:
 
 
 def _up_to_date(ctx: Context, group: dict, spec: dict, version: int, image: Image) -> bool:
-    """The group launches the image and every instance it has runs it."""
-    if _version_data(ctx, spec["LaunchTemplateId"], version).get("ImageId") != image.image_id:
+    """The group's whole desired configuration is in place: pinned to a version number that
+    launches the image with the metadata options builder requires, and every instance it
+    has runs the image. (A group on $Latest, or one allowing IMDSv1, gets a rollout.)"""
+    if not str(spec.get("Version", "")).isdigit():
+        return False
+    data = _version_data(ctx, spec["LaunchTemplateId"], version)
+    metadata = data.get("MetadataOptions") or {}
+    if data.get("ImageId") != image.image_id or any(
+            metadata.get(k) != v for k, v in REQUIRED_METADATA.items()):
         return False
     ids = [i["InstanceId"] for i in group.get("Instances", [])]
     if not ids:

@@ -421,6 +421,25 @@ def test_rolling_refresh_pins_a_new_template_version(world, builder, standin):
     assert again.code == 0 and again.json["status"] == "up-to-date"
 
 
+def test_up_to_date_means_the_whole_desired_configuration(world, builder, standin):
+    """The group already runs the channel's AMI, but on $Latest with IMDSv1 allowed: a
+    rollout still makes the pinned IMDSv2 version; only then is it up to date."""
+    v1 = world.bake("saleor-api", "1.0.0")
+    lt = world.group("api", "saleor-api", world.ami(v1))
+    builder("release", "promote", "saleor-api", "1.0.0", "--channel", "dev")
+    res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--wait",
+                  "--poll", "0.01", "--json")
+    assert res.code == 0, res.err
+    assert res.json["status"] == "Successful" and res.json["template_version"] == 2
+    data = world.ec2.describe_launch_template_versions(
+        LaunchTemplateId=lt, Versions=["2"])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert data["ImageId"] == world.ami(v1)
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert world.describe_group("api")["LaunchTemplate"]["Version"] == "2"
+    again = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--json")
+    assert again.code == 0 and again.json["status"] == "up-to-date", again.err
+
+
 def test_rolling_refresh_failure_exits_1(world, builder, standin):
     v1 = world.bake("saleor-api", "1.0.0")
     v2 = world.bake("saleor-api", "1.1.0")

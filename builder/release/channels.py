@@ -130,14 +130,19 @@ def rollback(ctx: Context, role: str, channel: str) -> dict:
 
 
 def revoke(ctx: Context, role: str, ref: str, reason: str) -> dict:
-    """Revoke an image and flag its descendants; AMIs are tagged so other machines see it."""
+    """Revoke an image and flag its descendants; AMIs are tagged so other machines see it.
+
+    The first revocation stands, as in the registry: revoking again tags nothing and keeps
+    the first reason (a no-op that says so), and an AMI another machine already tagged
+    revoked keeps its tags. Descendants recorded since are still flagged."""
     ctx.check_role(role)
     art = images.resolve(ctx, role, ref)
     affected = [art.id, *ctx.registry.descendants(art.id)]
     arts = [ctx.registry.get(i) for i in affected]
+    pending = [a for a in arts if not a.revoked]
     # Revocation must work for images already pruned from AWS: tag only what still exists.
     found, missing = [], []
-    for a in arts:
+    for a in pending:
         for region, image_id in images.regions_of(a).items():
             try:
                 found.append((a, images.describe(ctx, region, image_id, "VERSION")))
@@ -145,6 +150,8 @@ def revoke(ctx: Context, role: str, ref: str, reason: str) -> dict:
                 missing.append(f"{region}:{image_id}")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for a, img in found:
+        if img.tags.get("builder:revoked") == "true":
+            continue
         inherited = "" if a.id == art.id else f" (inherited from #{art.id})"
         with calling(f"tagging {img.image_id} revoked in {img.region}"):
             ctx.aws.ec2(img.region).create_tags(Resources=[img.image_id], Tags=[
@@ -155,8 +162,9 @@ def revoke(ctx: Context, role: str, ref: str, reason: str) -> dict:
     on_channels = [c for c in ctx.registry.channels(role, TARGET) if c["artifact_id"] in
                    affected]
     return {"role": role, "image": _summary(ctx.registry.get(art.id)), "reason": reason,
-            "revoked": newly, "descendants": affected[1:],
+            "revoked": newly, "descendants": [i for i in affected[1:] if i in newly],
             "changed": bool(newly), "missing_in_aws": missing,
+            "revocation": ctx.registry.revocation(art.id),
             "channels_still_pointing": [c["channel"] for c in on_channels]}
 
 

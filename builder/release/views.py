@@ -62,7 +62,10 @@ def channel_change(data: dict) -> None:
 def revoked(data: dict) -> None:
     img = data["image"]
     if not data["changed"]:
-        click.echo(f"#{img['id']} {data['role']} {img['version']} was already revoked")
+        first = data.get("revocation") or {}
+        click.echo(f"#{img['id']} {data['role']} {img['version']} was already revoked: "
+                   f"{first.get('reason', '?')} ({_when(first.get('at'))}); that reason is "
+                   f"kept, nothing changed")
         return
     click.echo(f"revoked #{img['id']} {data['role']} {img['version']}: {data['reason']}")
     for d in data["descendants"]:

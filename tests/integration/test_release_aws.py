@@ -366,6 +366,17 @@ def test_revoke_flags_descendants_and_blocks_promotion_and_rollout(world, builde
         assert world.registry.get(art.id).revoked
         assert world.tags(world.ami(art))["builder:revoked"] == "true"
     assert world.registry.revocation(grandchild.id)["inherited_from"] == parent.id
+
+    # Revoking again keeps the first reason, in the registry and on the AMIs, and says so.
+    tags = {a.id: world.tags(world.ami(a)) for a in (parent, child, grandchild)}
+    again = builder("release", "revoke", "saleor-api", "1.0.0", "--reason", "other", "--json")
+    assert again.code == 0 and not again.json["changed"] and again.json["revoked"] == []
+    assert again.json["revocation"]["reason"] == "CVE-2026-0001"
+    assert {a.id: world.tags(world.ami(a)) for a in (parent, child, grandchild)} == tags
+    assert world.tags(world.ami(parent))["builder:revoked-reason"] == "CVE-2026-0001"
+    assert world.registry.revocation(parent.id)["reason"] == "CVE-2026-0001"
+    human = builder("release", "revoke", "saleor-api", "1.0.0", "--reason", "other")
+    assert "already revoked: CVE-2026-0001" in human.out and "kept" in human.out
     assert world.registry.find_tested("saleor-api", "aws", grandchild.content_key) is None
 
     before = world.snapshot()

@@ -69,9 +69,13 @@ def find_group(ctx: Context, name: str, field: str = "--asg") -> dict:
     return found[0]
 
 
-def template_of(group: dict) -> dict:
-    spec = group.get("LaunchTemplate") or (group.get("MixedInstancesPolicy") or {}).get(
+def launch_template_spec(group: dict) -> dict | None:
+    return group.get("LaunchTemplate") or (group.get("MixedInstancesPolicy") or {}).get(
         "LaunchTemplate", {}).get("LaunchTemplateSpecification")
+
+
+def template_of(group: dict) -> dict:
+    spec = launch_template_spec(group)
     if not spec:
         raise UserError(f"group {group['AutoScalingGroupName']!r} uses a launch configuration; "
                         f"builder rolls out launch templates only", field="--asg")
@@ -293,7 +297,17 @@ def _rolling(ctx, group, spec, current, image, note, opts, progress, base) -> di
     if status not in REFRESH_DONE:
         raise OperationError(f"instance refresh {refresh_id} on {name} ended {status}: "
                              f"{final.get('StatusReason', 'no reason given')}")
+    make_default(ctx, spec["LaunchTemplateId"], version, progress)
     return result
+
+
+def make_default(ctx: Context, template_id: str, version: int, progress: Progress) -> None:
+    """The rolled-out version becomes the template's $Default, so what launches by default
+    is what runs, and older versions stop counting as live (prune)."""
+    with calling(f"making version {version} the default of launch template {template_id}"):
+        ctx.aws.ec2().modify_launch_template(LaunchTemplateId=template_id,
+                                             DefaultVersion=str(version))
+    progress.say(f"launch template {template_id} default version -> {version}")
 
 
 def _active_refreshes(ctx: Context, name: str) -> list[dict]:
@@ -486,6 +500,7 @@ def _blue_green(ctx, blue, spec, current, image, note, opts, progress, base) -> 
         progress.say(_undo(ctx, blue, spec, version))
         raise
     _swap(ctx, live=green_name, old=blue_name, target_groups=target_groups, progress=progress)
+    make_default(ctx, spec["LaunchTemplateId"], version, progress)
     retire_after = int(time.time() + opts.rollback_window)
     _tag_group(ctx, blue_name, {"builder:retire-after": str(retire_after)})
     result = {**base, "template_version": version, "green": green_name, "blue": blue_name,

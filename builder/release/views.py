@@ -89,6 +89,9 @@ def prune(data: dict) -> None:
         click.echo(f"{d['action']:<7} {d['region']:<14} {d['image']:<22} {d['version']:<8} "
                    f"{why}" + (f" (+{len(d['snapshots'])} snapshot(s))"
                                if d["action"] != "keep" else ""))
+        if d["action"] != "keep" and d.get("stale_template_versions"):
+            click.echo(f"        still named by old launch template version(s) "
+                       f"{', '.join(d['stale_template_versions'])} (not deleted)")
     doomed = [d for d in data["images"] if d["action"] == "delete"]
     if "deleted" not in data:
         click.echo(f"dry run: {len(doomed)} image(s) would be deleted, "

@@ -608,7 +608,8 @@ def test_prune_keeps_referenced_images(world, builder):
     plan = {d["image"]: d for d in dry.json["images"]}
     assert set(plan) == {world.ami(a) for a in (in_template, on_instance, on_channel, unused)}
     assert plan[world.ami(unused)]["action"] == "delete"
-    assert "launch template old-api version 1" in plan[world.ami(in_template)]["reasons"]
+    assert "launch template old-api version 1 ($Default, $Latest)" in plan[
+        world.ami(in_template)]["reasons"]
     assert any(r.startswith("instance i-") for r in plan[world.ami(on_instance)]["reasons"])
     assert "channel dev (/builder/test/saleor-api/dev)" in plan[world.ami(on_channel)][
         "reasons"]
@@ -632,6 +633,46 @@ def test_prune_keeps_referenced_images(world, builder):
     listed = {r["version"]: r for r in builder("release", "list", "saleor-api",
                                                "--json").json["images"]}
     assert listed["1.3.0"]["pruned"] and not listed["1.2.0"]["pruned"]
+
+
+def test_prune_counts_only_template_versions_that_can_still_launch(world, builder, standin):
+    """Rolled out twice: the first two AMIs are only in old template versions (neither
+    $Default, $Latest, nor named by a group or refresh), so they can go; the live one stays.
+    A successful rollout makes its version the template's $Default."""
+    arts = [world.bake("saleor-api", v) for v in ("1.0.0", "1.1.0", "1.2.0")]
+    lt = world.group("api", "saleor-api", world.ami(arts[0]))
+    for art in arts[1:]:
+        assert builder("release", "promote", "saleor-api", art.version, "--channel",
+                       "dev").code == 0
+        res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--wait",
+                      "--poll", "0.01")
+        assert res.code == 0, res.err
+    template = world.ec2.describe_launch_templates(LaunchTemplateIds=[lt])["LaunchTemplates"][0]
+    assert template["DefaultVersionNumber"] == template["LatestVersionNumber"] == 3
+    # The registry's channel history is not a reference; only where the channel points now.
+    plan = {d["image"]: d for d in builder("prune", "saleor-api", "--keep", "0", "--min-age",
+                                           "0", "--json").json["images"]}
+    first, second, live = (plan[world.ami(a)] for a in arts)
+    assert first["action"] == second["action"] == "delete", (first, second)
+    assert first["stale_template_versions"] == ["api-lt:1"]
+    assert second["stale_template_versions"] == ["api-lt:2"]
+    assert "launch template api-lt version 3 ($Default, $Latest, group api)" in live[
+        "reasons"], live["reasons"]
+    human = builder("prune", "saleor-api", "--keep", "0", "--min-age", "0")
+    assert "old launch template version(s) api-lt:1 (not deleted)" in human.out
+
+    # An in-progress refresh's desired version is live too (here also $Latest: pin the
+    # group elsewhere to see the refresh alone keep it).
+    newest = world.bake("saleor-api", "1.3.0")
+    builder("release", "promote", "saleor-api", "1.3.0", "--channel", "dev")
+    assert builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api").code == 0
+    world.ec2.create_launch_template_version(LaunchTemplateId=lt, SourceVersion="3",
+                                             LaunchTemplateData={"ImageId": world.base_ami})
+    builder("release", "rollback", "saleor-api", "--channel", "dev")
+    plan = {d["image"]: d for d in builder("prune", "saleor-api", "--keep", "0", "--min-age",
+                                           "0", "--json").json["images"]}
+    assert any(r.startswith("launch template api-lt version 4 (instance refresh")
+               for r in plan[world.ami(newest)]["reasons"]), plan[world.ami(newest)]
 
 
 # --------------------------------------------------------------------------- discovery

@@ -208,13 +208,19 @@ def listing(ctx: Context, role: str | None) -> dict:
     def order(channel: str) -> int:
         return names.index(channel) if channel in names else len(names)
 
+    arts = ctx.registry.list(role, TARGET)
+    existing = images.existing(ctx, [images.regions_of(a) for a in arts])
     rows = []
-    for art in ctx.registry.list(role, TARGET):
+    for art in arts:
         regions = images.regions_of(art)
+        # Gone: pruned by builder, or deregistered behind its back.
+        gone = sorted(r for r, i in regions.items()
+                      if i in pruned or i not in existing.get(r, set()))
         rows.append({**_summary(art), "role": art.role, "created_at": art.created_at,
                      "git_sha": art.git_sha, "tests_passed": art.tests_passed,
                      "channels": sorted(chans.get(art.id, []), key=order),
-                     "pruned": all(i in pruned for i in regions.values())})
+                     "pruned": bool(regions) and len(gone) == len(regions),
+                     "gone_regions": gone})
     return {"environment": ctx.env.name, "images": rows}
 
 

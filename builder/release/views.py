@@ -20,7 +20,9 @@ def image_list(data: dict) -> None:
         click.echo("no aws images in the registry")
         return
     for row in data["images"]:
+        gone = row.get("gone_regions") or []
         flags = [f for f, on in (("revoked", row["revoked"]), ("pruned", row["pruned"]),
+                                 (f"gone in {','.join(gone)}", gone and not row["pruned"]),
                                  ("untested", not row["tests_passed"])) if on]
         click.echo(f"#{row['id']:<4} {row['role']:<18} {row['version']:<8} "
                    f"{','.join(row['channels']) or '-':<18} {_when(row['created_at'])}  "

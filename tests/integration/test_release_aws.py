@@ -675,6 +675,30 @@ def test_prune_counts_only_template_versions_that_can_still_launch(world, builde
                for r in plan[world.ami(newest)]["reasons"]), plan[world.ami(newest)]
 
 
+def test_list_shows_an_image_gone_in_some_regions(world, builder):
+    """Half-pruned: the AMI was pruned in one region (the other keeps it, referenced), or
+    deregistered there behind builder's back; list names the regions."""
+    both = world.bake("saleor-api", "1.0.0", regions=(REGION, OTHER_REGION))
+    other = world.bake("saleor-api", "1.1.0", regions=(REGION, OTHER_REGION))
+    world.ec2.create_launch_template(LaunchTemplateName="keeps-it", LaunchTemplateData={
+        "ImageId": world.ami(both)})
+    for ec2, region in ((world.ec2, REGION), (world.ec2_other, OTHER_REGION)):
+        ec2.create_launch_template(LaunchTemplateName="keeps-other", LaunchTemplateData={
+            "ImageId": world.ami(other, region)})
+    done = builder("prune", "saleor-api", "--keep", "0", "--min-age", "0", "--yes", "--json")
+    assert done.code == 0, done.err
+    assert world.ami(both, OTHER_REGION) in done.json["deleted"]
+    assert world.ami(both) not in done.json["deleted"]
+    world.ec2_other.deregister_image(ImageId=world.ami(other, OTHER_REGION))
+
+    rows = {r["version"]: r for r in builder("release", "list", "saleor-api",
+                                             "--json").json["images"]}
+    assert rows["1.0.0"]["gone_regions"] == [OTHER_REGION] and not rows["1.0.0"]["pruned"]
+    assert rows["1.1.0"]["gone_regions"] == [OTHER_REGION] and not rows["1.1.0"]["pruned"]
+    human = builder("release", "list", "saleor-api").out
+    assert human.count(f"gone in {OTHER_REGION}") == 2, human
+
+
 # --------------------------------------------------------------------------- discovery
 
 
@@ -805,7 +829,8 @@ def _lifecycle_commands(world, builder) -> list[tuple[str, ...]]:
             ("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--strategy",
              "blue-green"),
             ("rollout", "saleor-api", "--asg", "api", "--rollback"),
-            ("prune", "saleor-api", "--yes")]
+            ("prune", "saleor-api", "--yes"),
+            ("release", "list")]
 
 
 @pytest.mark.parametrize("mode", ["unreachable", "garbage", "html-500", "close"])

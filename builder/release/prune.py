@@ -22,7 +22,8 @@ from builder.progress import Progress
 from builder.release import images
 from builder.release.awsclient import calling, read_parameter
 from builder.release.context import TARGET, Context
-from builder.release.rollout import REFRESH_ACTIVE, launch_template_spec
+from builder.release.rollout import REFRESH_ACTIVE
+from builder.release.templates import launch_template_spec
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 

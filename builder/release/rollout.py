@@ -14,7 +14,7 @@ import time
 
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
-from builder.release import channels
+from builder.release import channels, templates
 from builder.release.awsclient import calling, tags_of
 from builder.release.context import Context
 from builder.release.images import Image
@@ -32,12 +32,6 @@ REFRESH_FAILED = {"Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed"}
 # The group's processes paused on a blue kept for rollback, so it neither re-registers with
 # the target groups nor scales on alarms while it waits.
 PAUSED_ON_BLUE = ["AddToLoadBalancer", "AlarmNotification", "ScheduledActions", "AZRebalance"]
-# What every launch-template version builder makes has: IMDSv2 only, and tags readable from
-# metadata (the node agent reads its role and cluster there).
-REQUIRED_METADATA = {"HttpTokens": "required", "HttpEndpoint": "enabled",
-                     "InstanceMetadataTags": "enabled"}
-METADATA_KEYS = ("HttpTokens", "HttpPutResponseHopLimit", "HttpEndpoint", "HttpProtocolIpv6",
-                 "InstanceMetadataTags")
 
 
 @dataclasses.dataclass
@@ -69,126 +63,11 @@ def find_group(ctx: Context, name: str, field: str = "--asg") -> dict:
     return found[0]
 
 
-def launch_template_spec(group: dict) -> dict | None:
-    return group.get("LaunchTemplate") or (group.get("MixedInstancesPolicy") or {}).get(
-        "LaunchTemplate", {}).get("LaunchTemplateSpecification")
-
-
-def template_of(group: dict) -> dict:
-    spec = launch_template_spec(group)
-    if not spec:
-        raise UserError(f"group {group['AutoScalingGroupName']!r} uses a launch configuration; "
-                        f"builder rolls out launch templates only", field="--asg")
-    return spec
-
-
 def _check_role(group: dict, role: str) -> None:
     tagged = tags_of(group).get("builder:role")
     if tagged and tagged != role:
         raise UserError(f"group {group['AutoScalingGroupName']!r} runs role {tagged!r}, "
                         f"not {role!r}", field="--asg")
-
-
-def _numeric_version(ctx: Context, spec: dict) -> int:
-    version = str(spec.get("Version") or "$Default")
-    if version.isdigit():
-        return int(version)
-    ec2 = ctx.aws.ec2()
-    with calling(f"describing launch template {spec['LaunchTemplateId']}"):
-        lt = ec2.describe_launch_templates(
-            LaunchTemplateIds=[spec["LaunchTemplateId"]])["LaunchTemplates"][0]
-    return int(lt["LatestVersionNumber"] if version == "$Latest" else lt["DefaultVersionNumber"])
-
-
-def _version_data(ctx: Context, template_id: str, version: int) -> dict:
-    with calling(f"describing launch template {template_id} version {version}"):
-        found = ctx.aws.ec2().describe_launch_template_versions(
-            LaunchTemplateId=template_id, Versions=[str(version)])["LaunchTemplateVersions"]
-    return found[0]["LaunchTemplateData"] if found else {}
-
-
-def new_template_version(ctx: Context, template_id: str, source: int, image: Image,
-                         note: str) -> int:
-    """A copy of `source` with the channel's AMI and IMDSv2 required (tags readable from
-    metadata, which the node agent uses)."""
-    data = _version_data(ctx, template_id, source)
-    metadata = {k: v for k, v in (data.get("MetadataOptions") or {}).items()
-                if k in METADATA_KEYS}
-    metadata.update(REQUIRED_METADATA)
-    metadata.setdefault("HttpPutResponseHopLimit", 1)
-    with calling(f"creating a version of launch template {template_id}"):
-        created = ctx.aws.ec2().create_launch_template_version(
-            LaunchTemplateId=template_id, SourceVersion=str(source),
-            VersionDescription=note[:255],
-            LaunchTemplateData={"ImageId": image.image_id, "MetadataOptions": metadata})
-        return int(created["LaunchTemplateVersion"]["VersionNumber"])
-
-
-def _pin(ctx: Context, group: dict, spec: dict, version: int) -> None:
-    """Pin a group on $Latest/$Default to the number it runs now (no instance changes), so
-    AutoRollback has a fixed configuration to return to."""
-    if str(spec.get("Version", "")).isdigit():
-        return
-    with calling(f"pinning {group['AutoScalingGroupName']} to launch template version "
-                 f"{version}"):
-        ctx.aws.autoscaling().update_auto_scaling_group(
-            AutoScalingGroupName=group["AutoScalingGroupName"],
-            LaunchTemplate={"LaunchTemplateId": spec["LaunchTemplateId"],
-                            "Version": str(version)})
-
-
-def _undo(ctx: Context, group: dict, spec: dict, version: int | None) -> str:
-    """Back to before the rollout: the group names the launch-template Version it named
-    (pinning changed only $Latest/$Default) and the version this rollout made is deleted.
-    Returns what was done, for the error line; what could not be undone is said too."""
-    name = group["AutoScalingGroupName"]
-    template = spec["LaunchTemplateId"]
-    original = str(spec.get("Version") or "$Default")
-    done, failed = [], []
-    if not original.isdigit():
-        try:
-            with calling(f"restoring {name} to launch template version {original}"):
-                ctx.aws.autoscaling().update_auto_scaling_group(
-                    AutoScalingGroupName=name,
-                    LaunchTemplate={"LaunchTemplateId": template, "Version": original})
-            done.append(f"{name} back on {original}")
-        except OperationError as exc:
-            failed.append(str(exc))
-    if version is not None:
-        try:
-            with calling(f"deleting launch template {template} version {version}"):
-                answer = ctx.aws.ec2().delete_launch_template_versions(
-                    LaunchTemplateId=template, Versions=[str(version)])
-            for bad in answer.get("UnsuccessfullyDeletedLaunchTemplateVersions") or []:
-                err = bad.get("ResponseError") or {}
-                raise OperationError(f"deleting launch template {template} version "
-                                     f"{version}: {err.get('Code')}: {err.get('Message')}")
-            done.append(f"version {version} deleted")
-        except OperationError as exc:
-            failed.append(str(exc))
-    text = "undone: " + (", ".join(done) or "nothing to undo")
-    return text + (f"; NOT undone: {'; '.join(failed)}" if failed else "")
-
-
-def _up_to_date(ctx: Context, group: dict, spec: dict, version: int, image: Image) -> bool:
-    """The group's whole desired configuration is in place: pinned to a version number that
-    launches the image with the metadata options builder requires, and every instance it
-    has runs the image. (A group on $Latest, or one allowing IMDSv1, gets a rollout.)"""
-    if not str(spec.get("Version", "")).isdigit():
-        return False
-    data = _version_data(ctx, spec["LaunchTemplateId"], version)
-    metadata = data.get("MetadataOptions") or {}
-    if data.get("ImageId") != image.image_id or any(
-            metadata.get(k) != v for k, v in REQUIRED_METADATA.items()):
-        return False
-    ids = [i["InstanceId"] for i in group.get("Instances", [])]
-    if not ids:
-        return True
-    with calling(f"describing the instances of {group['AutoScalingGroupName']}"):
-        pages = ctx.aws.ec2().get_paginator("describe_instances").paginate(InstanceIds=ids)
-        running = {inst["ImageId"] for page in pages for r in page["Reservations"]
-                   for inst in r["Instances"]}
-    return running == {image.image_id}
 
 
 # --------------------------------------------------------------------------- entry point
@@ -204,12 +83,12 @@ def rollout(ctx: Context, role: str, channel: str, asg_name: str, opts: Options,
     image = channels.channel_image(ctx, role, channel)
     group = find_group(ctx, asg_name)
     _check_role(group, role)
-    spec = template_of(group)
-    current = _numeric_version(ctx, spec)
+    spec = templates.template_of(group)
+    current = templates.numeric_version(ctx, spec)
     base = {"role": role, "channel": channel, "strategy": opts.strategy, "asg": asg_name,
             "image": image.image_id, "version": image.version,
             "launch_template": spec["LaunchTemplateId"]}
-    if _up_to_date(ctx, group, spec, current, image):
+    if templates.up_to_date(ctx, group, spec, current, image):
         progress.say(f"{asg_name} already runs {image.image_id} (launch template version "
                      f"{current}); nothing to do")
         return {**base, "status": "up-to-date", "template_version": current}
@@ -267,11 +146,7 @@ def _rolling(ctx, group, spec, current, image, note, opts, progress, base) -> di
     name = group["AutoScalingGroupName"]
     role = base["role"]
     _check_no_refresh(ctx, name)
-    _pin(ctx, group, spec, current)
-    try:
-        version = new_template_version(ctx, spec["LaunchTemplateId"], current, image, note)
-    except OperationError as exc:
-        raise OperationError(f"{exc}; {_undo(ctx, group, spec, None)}") from None
+    version = templates.prepare(ctx, group, spec, current, image, note)
     progress.say(f"launch template {spec['LaunchTemplateId']} version {version} -> "
                  f"{image.image_id} (was {current})")
     prefs = refresh_preferences(role, int(group.get("DesiredCapacity") or 0), opts)
@@ -297,17 +172,8 @@ def _rolling(ctx, group, spec, current, image, note, opts, progress, base) -> di
     if status not in REFRESH_DONE:
         raise OperationError(f"instance refresh {refresh_id} on {name} ended {status}: "
                              f"{final.get('StatusReason', 'no reason given')}")
-    make_default(ctx, spec["LaunchTemplateId"], version, progress)
+    templates.make_default(ctx, spec["LaunchTemplateId"], version, progress)
     return result
-
-
-def make_default(ctx: Context, template_id: str, version: int, progress: Progress) -> None:
-    """The rolled-out version becomes the template's $Default, so what launches by default
-    is what runs, and older versions stop counting as live (prune)."""
-    with calling(f"making version {version} the default of launch template {template_id}"):
-        ctx.aws.ec2().modify_launch_template(LaunchTemplateId=template_id,
-                                             DefaultVersion=str(version))
-    progress.say(f"launch template {template_id} default version -> {version}")
 
 
 def _active_refreshes(ctx: Context, name: str) -> list[dict]:
@@ -347,7 +213,7 @@ def _start_refresh(ctx: Context, group: dict, spec: dict, version: int, desired:
                              f"nothing undone, check the group's instance refreshes") from None
     if ours:
         return ours[0]["InstanceRefreshId"]
-    raise OperationError(f"{failure}; {_undo(ctx, group, spec, version)}")
+    raise OperationError(f"{failure}; {templates.undo(ctx, group, spec, version)}")
 
 
 def wait_refresh(ctx: Context, name: str, refresh_id: str, opts: Options,
@@ -455,11 +321,7 @@ def _blue_green(ctx, blue, spec, current, image, note, opts, progress, base) -> 
     target_groups = list(blue.get("TargetGroupARNs") or [])
     # Blue on $Latest/$Default would launch green's image once the shared template has it
     # (on a scale-out after --rollback, say): pin it to what it runs first.
-    _pin(ctx, blue, spec, current)
-    try:
-        version = new_template_version(ctx, spec["LaunchTemplateId"], current, image, note)
-    except OperationError as exc:
-        raise OperationError(f"{exc}; {_undo(ctx, blue, spec, None)}") from None
+    version = templates.prepare(ctx, blue, spec, current, image, note)
     progress.say(f"launch template {spec['LaunchTemplateId']} version {version} -> "
                  f"{image.image_id}")
     params = {
@@ -483,7 +345,7 @@ def _blue_green(ctx, blue, spec, current, image, note, opts, progress, base) -> 
         with calling(f"creating green group {green_name}"):
             asg.create_auto_scaling_group(**params)
     except OperationError as exc:
-        raise OperationError(f"{exc}; {_undo(ctx, blue, spec, version)}") from None
+        raise OperationError(f"{exc}; {templates.undo(ctx, blue, spec, version)}") from None
     progress.say(f"green {green_name} created ({params['DesiredCapacity']} instances, "
                  f"{len(target_groups)} target group(s))")
     rollout_id = ctx.registry.record_rollout(
@@ -497,10 +359,10 @@ def _blue_green(ctx, blue, spec, current, image, note, opts, progress, base) -> 
                      f"{blue_name} keeps serving")
         _delete_group(ctx, green_name)
         ctx.registry.finish_rollout(rollout_id, "failed", {"green": green_name})
-        progress.say(_undo(ctx, blue, spec, version))
+        progress.say(templates.undo(ctx, blue, spec, version))
         raise
     _swap(ctx, live=green_name, old=blue_name, target_groups=target_groups, progress=progress)
-    make_default(ctx, spec["LaunchTemplateId"], version, progress)
+    templates.make_default(ctx, spec["LaunchTemplateId"], version, progress)
     retire_after = int(time.time() + opts.rollback_window)
     _tag_group(ctx, blue_name, {"builder:retire-after": str(retire_after)})
     result = {**base, "template_version": version, "green": green_name, "blue": blue_name,

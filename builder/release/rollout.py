@@ -426,6 +426,10 @@ def rollback(ctx: Context, role: str, green_name: str, opts: Options,
                                                    TargetGroupARNs=target_groups)
     _tag_group(ctx, blue_name, {"builder:live": "true", "builder:retire-after": ""})
     _delete_group(ctx, green_name)
+    spec = templates.launch_template_spec(blue) or {}
+    if str(spec.get("Version", "")).isdigit():
+        # What launches by default is again what serves.
+        templates.make_default(ctx, spec["LaunchTemplateId"], int(spec["Version"]), progress)
     progress.say(f"rolled back: {blue_name} serves again, {green_name} deleted")
     ctx.registry.record_rollout(role=role, channel="-", strategy="blue-green-rollback",
                                 asg=green_name, image=tags_of(green).get("builder:image", "?"),

@@ -555,6 +555,9 @@ def test_blue_green_swap_rollback_and_retire(world, builder):
     assert green.startswith("api--1.1.0-") and res.json["status"] == "swapped"
     green_group = world.describe_group(green)
     assert green_group["LaunchTemplate"]["Version"] == str(res.json["template_version"])
+    lt_id = green_group["LaunchTemplate"]["LaunchTemplateId"]
+    assert world.ec2.describe_launch_templates(LaunchTemplateIds=[lt_id])["LaunchTemplates"][
+        0]["DefaultVersionNumber"] == res.json["template_version"]
     assert world.instance_images(green) == {world.ami(v2)}
     green_ids = {i["InstanceId"] for i in green_group["Instances"]}
     assert serving() == green_ids
@@ -575,6 +578,9 @@ def test_blue_green_swap_rollback_and_retire(world, builder):
     # Blue was on $Latest while the shared template gained green's version: pinned to the
     # version it ran, it scales out with the old image.
     assert world.describe_group("api")["LaunchTemplate"]["Version"] == "1"
+    lt = world.describe_group("api")["LaunchTemplate"]["LaunchTemplateId"]
+    assert world.ec2.describe_launch_templates(LaunchTemplateIds=[lt])["LaunchTemplates"][0][
+        "DefaultVersionNumber"] == 1
     world.asg.set_desired_capacity(AutoScalingGroupName="api", DesiredCapacity=3)
     assert world.instance_images("api") == {world.ami(v1)}
 

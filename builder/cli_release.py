@@ -108,8 +108,9 @@ def release_revoke(role, version, reason, env_name, images, as_json) -> None:
 @click.option("--min-healthy", type=click.IntRange(0, 100), default=None,
               help="Instance refresh MinHealthyPercentage [default: 90; 100 for stateful].")
 @click.option("--warmup", type=click.IntRange(0), default=None, help="Instance warmup, s.")
-@click.option("--checkpoints", default="50", show_default=True, metavar="PCT[,PCT...]",
-              help="Instance refresh checkpoint percentages (stateful roles: every node).")
+@click.option("--checkpoints", default="50,100", show_default=True, metavar="PCT[,PCT...]",
+              help="Instance refresh checkpoint percentages, ending at 100 (the refresh "
+                   "stops at the last one; stateful roles: every node).")
 @click.option("--checkpoint-delay", type=click.IntRange(0, 172800), default=300,
               show_default=True, help="Seconds to pause at each checkpoint.")
 @click.option("--rollback-window", type=click.IntRange(0), default=3600, show_default=True,
@@ -133,13 +134,7 @@ def rollout(role, asg_name, channel, strategy, wait, min_healthy, warmup, checkp
     from builder.release import rollout as rollouts
     from builder.release import views
 
-    try:
-        points = [int(p) for p in checkpoints.split(",") if p.strip()]
-    except ValueError:
-        raise UserError(f"expected percentages like 25,50, got {checkpoints!r}",
-                        field="--checkpoints") from None
-    if any(not 0 < p <= 100 for p in points):
-        raise UserError("percentages must be within 1..100", field="--checkpoints")
+    points = rollouts.parse_checkpoints(checkpoints)
     if do_rollback and do_retire:
         raise UserError("give --rollback or --retire, not both", field="--rollback")
     opts = rollouts.Options(strategy=strategy, wait=wait, timeout=timeout, poll=poll,

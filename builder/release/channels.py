@@ -28,14 +28,21 @@ def _write_parameters(ctx: Context, role: str, channel: str, art: Artifact) -> N
                     Overwrite=True,
                     Description=f"builder: {role} {art.version} on {channel} (#{art.id})")
             done.append((region, previous))
-    except OperationError:
+    except OperationError as exc:
+        failed = []
         for region, previous in reversed(done):
             ssm = ctx.aws.ssm(region)
-            if previous is None:
-                ssm.delete_parameter(Name=name)
-            else:
-                ssm.put_parameter(Name=name, Value=previous, Type="String",
-                                  DataType="aws:ec2:image", Overwrite=True)
+            try:
+                with calling(f"restoring SSM parameter {name} in {region}"):
+                    if previous is None:
+                        ssm.delete_parameter(Name=name)
+                    else:
+                        ssm.put_parameter(Name=name, Value=previous, Type="String",
+                                          DataType="aws:ec2:image", Overwrite=True)
+            except OperationError as again:
+                failed.append(str(again))
+        if failed:
+            raise OperationError(f"{exc}; NOT restored: {'; '.join(failed)}") from None
         raise
 
 
@@ -123,14 +130,19 @@ def rollback(ctx: Context, role: str, channel: str) -> dict:
 
 
 def revoke(ctx: Context, role: str, ref: str, reason: str) -> dict:
-    """Revoke an image and flag its descendants; AMIs are tagged so other machines see it."""
+    """Revoke an image and flag its descendants; AMIs are tagged so other machines see it.
+
+    The first revocation stands, as in the registry: revoking again tags nothing and keeps
+    the first reason (a no-op that says so), and an AMI another machine already tagged
+    revoked keeps its tags. Descendants recorded since are still flagged."""
     ctx.check_role(role)
     art = images.resolve(ctx, role, ref)
     affected = [art.id, *ctx.registry.descendants(art.id)]
     arts = [ctx.registry.get(i) for i in affected]
+    pending = [a for a in arts if not a.revoked]
     # Revocation must work for images already pruned from AWS: tag only what still exists.
     found, missing = [], []
-    for a in arts:
+    for a in pending:
         for region, image_id in images.regions_of(a).items():
             try:
                 found.append((a, images.describe(ctx, region, image_id, "VERSION")))
@@ -138,6 +150,8 @@ def revoke(ctx: Context, role: str, ref: str, reason: str) -> dict:
                 missing.append(f"{region}:{image_id}")
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for a, img in found:
+        if img.tags.get("builder:revoked") == "true":
+            continue
         inherited = "" if a.id == art.id else f" (inherited from #{art.id})"
         with calling(f"tagging {img.image_id} revoked in {img.region}"):
             ctx.aws.ec2(img.region).create_tags(Resources=[img.image_id], Tags=[
@@ -148,8 +162,9 @@ def revoke(ctx: Context, role: str, ref: str, reason: str) -> dict:
     on_channels = [c for c in ctx.registry.channels(role, TARGET) if c["artifact_id"] in
                    affected]
     return {"role": role, "image": _summary(ctx.registry.get(art.id)), "reason": reason,
-            "revoked": newly, "descendants": affected[1:],
+            "revoked": newly, "descendants": [i for i in affected[1:] if i in newly],
             "changed": bool(newly), "missing_in_aws": missing,
+            "revocation": ctx.registry.revocation(art.id),
             "channels_still_pointing": [c["channel"] for c in on_channels]}
 
 
@@ -164,6 +179,13 @@ def channel_image(ctx: Context, role: str, channel: str) -> Image:
         raise UserError(f"{role} has no image on channel {channel!r} in {ctx.region} "
                         f"(SSM parameter {name} not found)", field="--channel")
     img = images.describe(ctx, ctx.region, image_id, field="--channel")
+    # SSM parameters can be written by anyone: deploy only what is known to be this role's.
+    known = img.artifact.role if img.artifact else img.tags.get("builder:role")
+    if known != role:
+        what = (f"an image of {known}, not {role}" if known else f"which is not a known "
+                f"image of {role} (neither in the registry nor tagged builder:role)")
+        raise UserError(f"channel {channel!r} ({name}) points at {image_id}, {what}",
+                        field="--channel")
     if img.revoked:
         raise UserError(f"channel {channel!r} points at {image_id} ({role} {img.version}), "
                         f"which is revoked; roll the channel back or promote another image",
@@ -186,13 +208,19 @@ def listing(ctx: Context, role: str | None) -> dict:
     def order(channel: str) -> int:
         return names.index(channel) if channel in names else len(names)
 
+    arts = ctx.registry.list(role, TARGET)
+    existing = images.existing(ctx, [images.regions_of(a) for a in arts])
     rows = []
-    for art in ctx.registry.list(role, TARGET):
+    for art in arts:
         regions = images.regions_of(art)
+        # Gone: pruned by builder, or deregistered behind its back.
+        gone = sorted(r for r, i in regions.items()
+                      if i in pruned or i not in existing.get(r, set()))
         rows.append({**_summary(art), "role": art.role, "created_at": art.created_at,
                      "git_sha": art.git_sha, "tests_passed": art.tests_passed,
                      "channels": sorted(chans.get(art.id, []), key=order),
-                     "pruned": all(i in pruned for i in regions.values())})
+                     "pruned": bool(regions) and len(gone) == len(regions),
+                     "gone_regions": gone})
     return {"environment": ctx.env.name, "images": rows}
 
 

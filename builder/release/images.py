@@ -78,14 +78,13 @@ def describe(ctx: Context, region: str, image_id: str, field: str) -> Image:
     from botocore.exceptions import ClientError
 
     ec2 = ctx.aws.ec2(region)
-    try:
-        found = ec2.describe_images(ImageIds=[image_id])["Images"]
-    except ClientError as exc:
-        if error_code(exc).startswith("InvalidAMIID"):
-            found = []
-        else:
-            with calling(f"describing {image_id} in {region}"):
+    with calling(f"describing {image_id} in {region}"):
+        try:
+            found = ec2.describe_images(ImageIds=[image_id])["Images"]
+        except ClientError as exc:
+            if not error_code(exc).startswith("InvalidAMIID"):
                 raise
+            found = []
     if not found:
         raise UserError(f"AMI {image_id} does not exist in {region}", field=field)
     img = found[0]
@@ -103,3 +102,22 @@ def present(ctx: Context, art: Artifact, field: str = "VERSION") -> dict[str, Im
     """Every region's AMI of an artifact, checked to exist before anything is changed."""
     return {region: describe(ctx, region, image, field)
             for region, image in regions_of(art).items()}
+
+
+def existing(ctx: Context, per_artifact: list[dict[str, str]]) -> dict[str, set[str]]:
+    """Region -> which of these AMIs AWS still has (one filtered describe per region and
+    hundred AMIs, rather than one call per AMI)."""
+    wanted: dict[str, set[str]] = {}
+    for regions in per_artifact:
+        for region, image_id in regions.items():
+            wanted.setdefault(region, set()).add(image_id)
+    found: dict[str, set[str]] = {}
+    for region, ids in wanted.items():
+        ordered = sorted(ids)
+        ec2 = ctx.aws.ec2(region)
+        with calling(f"describing {len(ordered)} AMI(s) in {region}"):
+            for start in range(0, len(ordered), 100):
+                answer = ec2.describe_images(Filters=[
+                    {"Name": "image-id", "Values": ordered[start:start + 100]}])
+                found.setdefault(region, set()).update(i["ImageId"] for i in answer["Images"])
+    return found

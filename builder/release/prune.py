@@ -1,8 +1,16 @@
 """Deregister a role's AMIs that nothing uses, with their snapshots. Dry run unless told.
 
-Kept, with the reason printed: anything a launch-template version, a launch configuration,
-an instance (running or stopped) or a channel references, the newest --keep, and anything
-younger than --min-age days.
+Kept, with the reason printed: anything a launch-template version that can still launch
+instances, a launch configuration, an instance (running or stopped) or a channel references,
+the newest --keep, and anything younger than --min-age days.
+
+A launch-template version can still launch instances when it is its template's $Default or
+$Latest, or a group or an in-progress instance refresh names it (by number or through
+$Default/$Latest). Older versions are history: counting them kept every AMI ever rolled out
+forever. Prune does not delete those old versions: a template's versions are its owner's
+record (often managed by Terraform or CloudFormation, which track them), and one naming a
+deregistered AMI harms nothing until someone points a group at it; the plan names them
+("stale_template_versions") so their owner can delete them.
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ from builder.progress import Progress
 from builder.release import images
 from builder.release.awsclient import calling, read_parameter
 from builder.release.context import TARGET, Context
+from builder.release.rollout import REFRESH_ACTIVE
+from builder.release.templates import launch_template_spec
 
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 
@@ -24,24 +34,70 @@ def _pages(client, operation: str, key: str, **kwargs):
             yield from page.get(key, [])
 
 
-def references(ctx: Context, region: str, role: str) -> dict[str, list[str]]:
-    """AMI id -> why it must stay, from everything in the region that can launch it."""
+def _live_versions(ctx: Context, region: str, templates: list[dict]) -> dict:
+    """(template id, version number) -> why it can still launch instances."""
+    asg = ctx.aws.autoscaling(region)
+    by_name = {t["LaunchTemplateName"]: t for t in templates}
+    by_id = {t["LaunchTemplateId"]: t for t in templates}
+    live: dict[tuple[str, int], list[str]] = {}
+
+    def add(spec: dict, why: str) -> None:
+        lt = by_id.get(spec.get("LaunchTemplateId")) or by_name.get(
+            spec.get("LaunchTemplateName"))
+        if lt is None:
+            return
+        version = str(spec.get("Version") or "$Default")
+        number = (lt["LatestVersionNumber"] if version == "$Latest" else
+                  lt["DefaultVersionNumber"] if version == "$Default" else int(version))
+        live.setdefault((lt["LaunchTemplateId"], int(number)), []).append(why)
+
+    for lt in templates:
+        add({"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "$Default"}, "$Default")
+        add({"LaunchTemplateId": lt["LaunchTemplateId"], "Version": "$Latest"}, "$Latest")
+    for group in _pages(asg, "describe_auto_scaling_groups", "AutoScalingGroups"):
+        name = group["AutoScalingGroupName"]
+        spec = launch_template_spec(group)
+        if spec:
+            add(spec, f"group {name}")
+        with calling(f"describing the instance refreshes of {name} in {region}"):
+            refreshes = asg.describe_instance_refreshes(
+                AutoScalingGroupName=name)["InstanceRefreshes"]
+        for refresh in refreshes:
+            desired = (refresh.get("DesiredConfiguration") or {}).get("LaunchTemplate")
+            if desired and refresh.get("Status") in REFRESH_ACTIVE:
+                add(desired, f"instance refresh {refresh['InstanceRefreshId']} of {name}")
+    return live
+
+
+def references(ctx: Context, region: str, role: str) -> tuple[dict[str, list[str]],
+                                                              dict[str, list[str]]]:
+    """AMI id -> why it must stay, from everything in the region that can launch it; and
+    AMI id -> the launch-template versions that name it but can no longer launch."""
     refs: dict[str, list[str]] = {}
+    stale: dict[str, list[str]] = {}
 
     def add(image: str | None, why: str) -> None:
         if image:
             refs.setdefault(image, []).append(why)
 
     ec2, asg = ctx.aws.ec2(region), ctx.aws.autoscaling(region)
-    for lt in _pages(ec2, "describe_launch_templates", "LaunchTemplates"):
+    templates = list(_pages(ec2, "describe_launch_templates", "LaunchTemplates"))
+    live = _live_versions(ctx, region, templates)
+    for lt in templates:
         for v in _pages(ec2, "describe_launch_template_versions", "LaunchTemplateVersions",
                         LaunchTemplateId=lt["LaunchTemplateId"]):
             image = v.get("LaunchTemplateData", {}).get("ImageId")
-            why = f"launch template {lt['LaunchTemplateName']} version {v['VersionNumber']}"
+            number = int(v["VersionNumber"])
+            name = f"{lt['LaunchTemplateName']} version {number}"
+            through = ""
             if image and image.startswith("resolve:ssm:"):
                 image = read_parameter(ctx.aws, region, image.removeprefix("resolve:ssm:"))
-                why += " (through SSM)"
-            add(image, why)
+                through = " (through SSM)"
+            whys = live.get((lt["LaunchTemplateId"], number))
+            if whys:
+                add(image, f"launch template {name}{through} ({', '.join(whys)})")
+            elif image:
+                stale.setdefault(image, []).append(f"{lt['LaunchTemplateName']}:{number}")
     configs = {c["LaunchConfigurationName"]: c.get("ImageId") for c in
                _pages(asg, "describe_launch_configurations", "LaunchConfigurations")}
     for group in _pages(asg, "describe_auto_scaling_groups", "AutoScalingGroups"):
@@ -63,7 +119,7 @@ def references(ctx: Context, region: str, role: str) -> dict[str, list[str]]:
         art = ctx.registry.get(entry["artifact_id"])
         if art is not None:
             add(images.regions_of(art).get(region), f"channel {entry['channel']} (registry)")
-    return refs
+    return refs, stale
 
 
 def _age_days(created: str, now: dt.datetime) -> float:
@@ -84,7 +140,7 @@ def plan(ctx: Context, role: str, keep: int, min_age: float) -> dict:
         found = list(_pages(ec2, "describe_images", "Images", Owners=["self"],
                             Filters=[{"Name": "tag:builder:role", "Values": [role]}]))
         found.sort(key=lambda i: (i.get("CreationDate", ""), i["ImageId"]), reverse=True)
-        refs = references(ctx, region, role)
+        refs, stale = references(ctx, region, role)
         for rank, img in enumerate(found):
             why = list(refs.get(img["ImageId"], []))
             if rank < keep:
@@ -101,7 +157,8 @@ def plan(ctx: Context, role: str, keep: int, min_age: float) -> dict:
                      if t["Key"] == "builder:version"), "?"),
                 "artifact_id": art.id if art else None,
                 "snapshots": images.snapshots_of(img),
-                "action": "keep" if why else "delete", "reasons": why})
+                "action": "keep" if why else "delete", "reasons": why,
+                "stale_template_versions": stale.get(img["ImageId"], [])})
     return {"role": role, "regions": regions, "keep": keep, "min_age_days": min_age,
             "images": decisions}
 

@@ -14,8 +14,8 @@ import time
 
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
-from builder.release import channels
-from builder.release.awsclient import calling, error_code, tags_of
+from builder.release import channels, templates
+from builder.release.awsclient import calling, tags_of
 from builder.release.context import Context
 from builder.release.images import Image
 
@@ -27,12 +27,11 @@ STATEFUL = {
 }
 
 REFRESH_DONE = {"Successful"}
+REFRESH_ACTIVE = {"Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"}
 REFRESH_FAILED = {"Failed", "Cancelled", "RollbackSuccessful", "RollbackFailed"}
 # The group's processes paused on a blue kept for rollback, so it neither re-registers with
 # the target groups nor scales on alarms while it waits.
 PAUSED_ON_BLUE = ["AddToLoadBalancer", "AlarmNotification", "ScheduledActions", "AZRebalance"]
-METADATA_KEYS = ("HttpTokens", "HttpPutResponseHopLimit", "HttpEndpoint", "HttpProtocolIpv6",
-                 "InstanceMetadataTags")
 
 
 @dataclasses.dataclass
@@ -43,7 +42,10 @@ class Options:
     poll: float = 15.0
     min_healthy: int | None = None
     warmup: int | None = None
-    checkpoints: list[int] = dataclasses.field(default_factory=lambda: [50])
+    # A refresh ENDS at its last checkpoint (AWS: "the last value ... describes the percentage
+    # of the Auto Scaling group that needs to be successfully replaced"): ending at 100 is
+    # what replaces every instance; 50 pauses halfway for a look.
+    checkpoints: list[int] = dataclasses.field(default_factory=lambda: [50, 100])
     checkpoint_delay: int = 300
     rollback_window: int = 3600
 
@@ -54,20 +56,11 @@ class Options:
 def find_group(ctx: Context, name: str, field: str = "--asg") -> dict:
     asg = ctx.aws.autoscaling()
     with calling(f"describing Auto Scaling group {name}"):
-        groups = asg.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
-    found = groups["AutoScalingGroups"]
+        found = asg.describe_auto_scaling_groups(
+            AutoScalingGroupNames=[name])["AutoScalingGroups"]
     if not found:
         raise UserError(f"no Auto Scaling group {name!r} in {ctx.region}", field=field)
     return found[0]
-
-
-def template_of(group: dict) -> dict:
-    spec = group.get("LaunchTemplate") or (group.get("MixedInstancesPolicy") or {}).get(
-        "LaunchTemplate", {}).get("LaunchTemplateSpecification")
-    if not spec:
-        raise UserError(f"group {group['AutoScalingGroupName']!r} uses a launch configuration; "
-                        f"builder rolls out launch templates only", field="--asg")
-    return spec
 
 
 def _check_role(group: dict, role: str) -> None:
@@ -75,69 +68,6 @@ def _check_role(group: dict, role: str) -> None:
     if tagged and tagged != role:
         raise UserError(f"group {group['AutoScalingGroupName']!r} runs role {tagged!r}, "
                         f"not {role!r}", field="--asg")
-
-
-def _numeric_version(ctx: Context, spec: dict) -> int:
-    version = str(spec.get("Version") or "$Default")
-    if version.isdigit():
-        return int(version)
-    ec2 = ctx.aws.ec2()
-    with calling(f"describing launch template {spec['LaunchTemplateId']}"):
-        lt = ec2.describe_launch_templates(
-            LaunchTemplateIds=[spec["LaunchTemplateId"]])["LaunchTemplates"][0]
-    return int(lt["LatestVersionNumber"] if version == "$Latest" else lt["DefaultVersionNumber"])
-
-
-def _version_data(ctx: Context, template_id: str, version: int) -> dict:
-    with calling(f"describing launch template {template_id} version {version}"):
-        found = ctx.aws.ec2().describe_launch_template_versions(
-            LaunchTemplateId=template_id, Versions=[str(version)])["LaunchTemplateVersions"]
-    return found[0]["LaunchTemplateData"] if found else {}
-
-
-def new_template_version(ctx: Context, template_id: str, source: int, image: Image,
-                         note: str) -> int:
-    """A copy of `source` with the channel's AMI and IMDSv2 required (tags readable from
-    metadata, which the node agent uses)."""
-    data = _version_data(ctx, template_id, source)
-    metadata = {k: v for k, v in (data.get("MetadataOptions") or {}).items()
-                if k in METADATA_KEYS}
-    metadata.update(HttpTokens="required", HttpEndpoint="enabled",
-                    InstanceMetadataTags="enabled")
-    metadata.setdefault("HttpPutResponseHopLimit", 1)
-    with calling(f"creating a version of launch template {template_id}"):
-        created = ctx.aws.ec2().create_launch_template_version(
-            LaunchTemplateId=template_id, SourceVersion=str(source),
-            VersionDescription=note[:255],
-            LaunchTemplateData={"ImageId": image.image_id, "MetadataOptions": metadata})
-    return int(created["LaunchTemplateVersion"]["VersionNumber"])
-
-
-def _pin(ctx: Context, group: dict, spec: dict, version: int) -> None:
-    """Pin a group on $Latest/$Default to the number it runs now (no instance changes), so
-    AutoRollback has a fixed configuration to return to."""
-    if str(spec.get("Version", "")).isdigit():
-        return
-    with calling(f"pinning {group['AutoScalingGroupName']} to launch template version "
-                 f"{version}"):
-        ctx.aws.autoscaling().update_auto_scaling_group(
-            AutoScalingGroupName=group["AutoScalingGroupName"],
-            LaunchTemplate={"LaunchTemplateId": spec["LaunchTemplateId"],
-                            "Version": str(version)})
-
-
-def _up_to_date(ctx: Context, group: dict, spec: dict, version: int, image: Image) -> bool:
-    """The group launches the image and every instance it has runs it."""
-    if _version_data(ctx, spec["LaunchTemplateId"], version).get("ImageId") != image.image_id:
-        return False
-    ids = [i["InstanceId"] for i in group.get("Instances", [])]
-    if not ids:
-        return True
-    with calling(f"describing the instances of {group['AutoScalingGroupName']}"):
-        pages = ctx.aws.ec2().get_paginator("describe_instances").paginate(InstanceIds=ids)
-        running = {inst["ImageId"] for page in pages for r in page["Reservations"]
-                   for inst in r["Instances"]}
-    return running == {image.image_id}
 
 
 # --------------------------------------------------------------------------- entry point
@@ -153,12 +83,12 @@ def rollout(ctx: Context, role: str, channel: str, asg_name: str, opts: Options,
     image = channels.channel_image(ctx, role, channel)
     group = find_group(ctx, asg_name)
     _check_role(group, role)
-    spec = template_of(group)
-    current = _numeric_version(ctx, spec)
+    spec = templates.template_of(group)
+    current = templates.numeric_version(ctx, spec)
     base = {"role": role, "channel": channel, "strategy": opts.strategy, "asg": asg_name,
             "image": image.image_id, "version": image.version,
             "launch_template": spec["LaunchTemplateId"]}
-    if _up_to_date(ctx, group, spec, current, image):
+    if templates.up_to_date(ctx, group, spec, current, image):
         progress.say(f"{asg_name} already runs {image.image_id} (launch template version "
                      f"{current}); nothing to do")
         return {**base, "status": "up-to-date", "template_version": current}
@@ -169,6 +99,23 @@ def rollout(ctx: Context, role: str, channel: str, asg_name: str, opts: Options,
 
 
 # --------------------------------------------------------------------------- rolling
+
+
+def parse_checkpoints(text: str) -> list[int]:
+    """--checkpoints as a user writes it (25,50,100): ascending, unique, ending at 100."""
+    try:
+        points = sorted({int(p) for p in text.split(",") if p.strip()})
+    except ValueError:
+        raise UserError(f"expected percentages like 50,100, got {text!r}",
+                        field="--checkpoints") from None
+    if any(not 0 < p <= 100 for p in points):
+        raise UserError("percentages must be within 1..100", field="--checkpoints")
+    if points and points[-1] != 100:
+        raise UserError(f"the last checkpoint must be 100, got {text!r}: an instance refresh "
+                        f"ends at its last checkpoint and would leave "
+                        f"{100 - points[-1]}% of the group on the old image",
+                        field="--checkpoints")
+    return points
 
 
 def refresh_preferences(role: str, desired: int, opts: Options) -> dict:
@@ -183,10 +130,13 @@ def refresh_preferences(role: str, desired: int, opts: Options) -> dict:
                                                  for i in range(1, nodes + 1)})
     else:
         prefs["MinHealthyPercentage"] = 90 if opts.min_healthy is None else opts.min_healthy
-        prefs["CheckpointPercentages"] = sorted(set(opts.checkpoints))
+        if opts.checkpoints:
+            prefs["CheckpointPercentages"] = sorted(set(opts.checkpoints))
     if opts.min_healthy is not None:
         prefs["MinHealthyPercentage"] = opts.min_healthy
-    prefs["CheckpointDelay"] = opts.checkpoint_delay
+    if prefs.get("CheckpointPercentages"):
+        # AWS refuses a CheckpointDelay without CheckpointPercentages.
+        prefs["CheckpointDelay"] = opts.checkpoint_delay
     if opts.warmup is not None:
         prefs["InstanceWarmup"] = opts.warmup
     return prefs
@@ -195,29 +145,17 @@ def refresh_preferences(role: str, desired: int, opts: Options) -> dict:
 def _rolling(ctx, group, spec, current, image, note, opts, progress, base) -> dict:
     name = group["AutoScalingGroupName"]
     role = base["role"]
-    _pin(ctx, group, spec, current)
-    version = new_template_version(ctx, spec["LaunchTemplateId"], current, image, note)
+    _check_no_refresh(ctx, name)
+    version = templates.prepare(ctx, group, spec, current, image, note)
     progress.say(f"launch template {spec['LaunchTemplateId']} version {version} -> "
                  f"{image.image_id} (was {current})")
     prefs = refresh_preferences(role, int(group.get("DesiredCapacity") or 0), opts)
-    from botocore.exceptions import ClientError
-
-    try:
-        started = ctx.aws.autoscaling().start_instance_refresh(
-            AutoScalingGroupName=name, Strategy="Rolling",
-            DesiredConfiguration={"LaunchTemplate": {
-                "LaunchTemplateId": spec["LaunchTemplateId"], "Version": str(version)}},
-            Preferences=prefs)
-    except ClientError as exc:
-        if error_code(exc) == "InstanceRefreshInProgress":
-            raise OperationError(f"{name} already has an instance refresh in progress; wait "
-                                 f"for it or cancel it first") from None
-        with calling(f"starting an instance refresh of {name}"):
-            raise
-    refresh_id = started["InstanceRefreshId"]
+    desired = {"LaunchTemplate": {"LaunchTemplateId": spec["LaunchTemplateId"],
+                                  "Version": str(version)}}
+    refresh_id = _start_refresh(ctx, group, spec, version, desired, prefs)
     progress.say(f"instance refresh {refresh_id} started on {name} "
                  f"(min healthy {prefs['MinHealthyPercentage']}%, checkpoints "
-                 f"{prefs['CheckpointPercentages']})")
+                 f"{prefs.get('CheckpointPercentages') or 'none'})")
     rollout_id = ctx.registry.record_rollout(
         role=role, channel=base["channel"], strategy="rolling", asg=name,
         image=image.image_id, artifact_id=image.artifact.id if image.artifact else None,
@@ -234,7 +172,48 @@ def _rolling(ctx, group, spec, current, image, note, opts, progress, base) -> di
     if status not in REFRESH_DONE:
         raise OperationError(f"instance refresh {refresh_id} on {name} ended {status}: "
                              f"{final.get('StatusReason', 'no reason given')}")
+    templates.make_default(ctx, spec["LaunchTemplateId"], version, progress)
     return result
+
+
+def _active_refreshes(ctx: Context, name: str) -> list[dict]:
+    with calling(f"describing the instance refreshes of {name}"):
+        found = ctx.aws.autoscaling().describe_instance_refreshes(
+            AutoScalingGroupName=name)["InstanceRefreshes"]
+    return [r for r in found if r.get("Status") in REFRESH_ACTIVE]
+
+
+def _check_no_refresh(ctx: Context, name: str) -> None:
+    """Before anything changes: one refresh at a time per group (InstanceRefreshInProgress)."""
+    for refresh in _active_refreshes(ctx, name):
+        raise OperationError(f"{name} already has instance refresh "
+                             f"{refresh['InstanceRefreshId']} {refresh['Status']}; wait for it "
+                             f"or cancel it first (nothing changed)")
+
+
+def _start_refresh(ctx: Context, group: dict, spec: dict, version: int, desired: dict,
+                   prefs: dict) -> str:
+    """StartInstanceRefresh is not idempotent: sent once, never retried. When it fails, a
+    refresh AWS started anyway (the answer was lost) is followed; otherwise the pin and the
+    new template version are undone."""
+    name = group["AutoScalingGroupName"]
+    try:
+        with calling(f"starting an instance refresh of {name}"):
+            return ctx.aws.autoscaling(attempts=1).start_instance_refresh(
+                AutoScalingGroupName=name, Strategy="Rolling", DesiredConfiguration=desired,
+                Preferences=prefs)["InstanceRefreshId"]
+    except OperationError as exc:
+        failure = str(exc)
+    try:
+        ours = [r for r in _active_refreshes(ctx, name)
+                if (r.get("DesiredConfiguration") or {}).get("LaunchTemplate", {}).get(
+                    "Version") == str(version)]
+    except OperationError as exc:
+        raise OperationError(f"{failure}; and whether it started is unknown ({exc}): "
+                             f"nothing undone, check the group's instance refreshes") from None
+    if ours:
+        return ours[0]["InstanceRefreshId"]
+    raise OperationError(f"{failure}; {templates.undo(ctx, group, spec, version)}")
 
 
 def wait_refresh(ctx: Context, name: str, refresh_id: str, opts: Options,
@@ -340,7 +319,9 @@ def _blue_green(ctx, blue, spec, current, image, note, opts, progress, base) -> 
         raise UserError(f"group {green_name!r} already exists (an earlier blue-green of "
                         f"{image.image_id}?); roll it back or retire it first", field="--asg")
     target_groups = list(blue.get("TargetGroupARNs") or [])
-    version = new_template_version(ctx, spec["LaunchTemplateId"], current, image, note)
+    # Blue on $Latest/$Default would launch green's image once the shared template has it
+    # (on a scale-out after --rollback, say): pin it to what it runs first.
+    version = templates.prepare(ctx, blue, spec, current, image, note)
     progress.say(f"launch template {spec['LaunchTemplateId']} version {version} -> "
                  f"{image.image_id}")
     params = {
@@ -360,8 +341,11 @@ def _blue_green(ctx, blue, spec, current, image, note, opts, progress, base) -> 
         params["VPCZoneIdentifier"] = blue["VPCZoneIdentifier"]
     else:
         params["AvailabilityZones"] = blue["AvailabilityZones"]
-    with calling(f"creating green group {green_name}"):
-        asg.create_auto_scaling_group(**params)
+    try:
+        with calling(f"creating green group {green_name}"):
+            asg.create_auto_scaling_group(**params)
+    except OperationError as exc:
+        raise OperationError(f"{exc}; {templates.undo(ctx, blue, spec, version)}") from None
     progress.say(f"green {green_name} created ({params['DesiredCapacity']} instances, "
                  f"{len(target_groups)} target group(s))")
     rollout_id = ctx.registry.record_rollout(
@@ -375,8 +359,10 @@ def _blue_green(ctx, blue, spec, current, image, note, opts, progress, base) -> 
                      f"{blue_name} keeps serving")
         _delete_group(ctx, green_name)
         ctx.registry.finish_rollout(rollout_id, "failed", {"green": green_name})
+        progress.say(templates.undo(ctx, blue, spec, version))
         raise
     _swap(ctx, live=green_name, old=blue_name, target_groups=target_groups, progress=progress)
+    templates.make_default(ctx, spec["LaunchTemplateId"], version, progress)
     retire_after = int(time.time() + opts.rollback_window)
     _tag_group(ctx, blue_name, {"builder:retire-after": str(retire_after)})
     result = {**base, "template_version": version, "green": green_name, "blue": blue_name,
@@ -440,6 +426,10 @@ def rollback(ctx: Context, role: str, green_name: str, opts: Options,
                                                    TargetGroupARNs=target_groups)
     _tag_group(ctx, blue_name, {"builder:live": "true", "builder:retire-after": ""})
     _delete_group(ctx, green_name)
+    spec = templates.launch_template_spec(blue) or {}
+    if str(spec.get("Version", "")).isdigit():
+        # What launches by default is again what serves.
+        templates.make_default(ctx, spec["LaunchTemplateId"], int(spec["Version"]), progress)
     progress.say(f"rolled back: {blue_name} serves again, {green_name} deleted")
     ctx.registry.record_rollout(role=role, channel="-", strategy="blue-green-rollback",
                                 asg=green_name, image=tags_of(green).get("builder:image", "?"),

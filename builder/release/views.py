@@ -20,7 +20,9 @@ def image_list(data: dict) -> None:
         click.echo("no aws images in the registry")
         return
     for row in data["images"]:
+        gone = row.get("gone_regions") or []
         flags = [f for f, on in (("revoked", row["revoked"]), ("pruned", row["pruned"]),
+                                 (f"gone in {','.join(gone)}", gone and not row["pruned"]),
                                  ("untested", not row["tests_passed"])) if on]
         click.echo(f"#{row['id']:<4} {row['role']:<18} {row['version']:<8} "
                    f"{','.join(row['channels']) or '-':<18} {_when(row['created_at'])}  "
@@ -62,7 +64,10 @@ def channel_change(data: dict) -> None:
 def revoked(data: dict) -> None:
     img = data["image"]
     if not data["changed"]:
-        click.echo(f"#{img['id']} {data['role']} {img['version']} was already revoked")
+        first = data.get("revocation") or {}
+        click.echo(f"#{img['id']} {data['role']} {img['version']} was already revoked: "
+                   f"{first.get('reason', '?')} ({_when(first.get('at'))}); that reason is "
+                   f"kept, nothing changed")
         return
     click.echo(f"revoked #{img['id']} {data['role']} {img['version']}: {data['reason']}")
     for d in data["descendants"]:
@@ -86,6 +91,9 @@ def prune(data: dict) -> None:
         click.echo(f"{d['action']:<7} {d['region']:<14} {d['image']:<22} {d['version']:<8} "
                    f"{why}" + (f" (+{len(d['snapshots'])} snapshot(s))"
                                if d["action"] != "keep" else ""))
+        if d["action"] != "keep" and d.get("stale_template_versions"):
+            click.echo(f"        still named by old launch template version(s) "
+                       f"{', '.join(d['stale_template_versions'])} (not deleted)")
     doomed = [d for d in data["images"] if d["action"] == "delete"]
     if "deleted" not in data:
         click.echo(f"dry run: {len(doomed)} image(s) would be deleted, "

@@ -5,16 +5,14 @@ fixture's finalizer); boto3 reaches it through AWS_ENDPOINT_URL, exactly as it w
 AWS. Commands run in-process through builder.cli.main (same argv parsing, error lines and
 exit codes as the installed script) and, for the bad-input cases, as a real subprocess.
 
-moto does not implement instance refreshes (StartInstanceRefresh / DescribeInstanceRefreshes
-raise NotImplementedError in moto/autoscaling/responses.py). RefreshSimulator answers only
-those two calls, client-side, and applies the desired configuration to the moto group the
-way AWS would; every other call (launch templates, groups, target groups, SSM, AMIs) goes
-to moto over HTTP.
+moto does not implement instance refreshes (nor DeleteLaunchTemplateVersions): builder talks
+to an HTTP stand-in in front of moto (refresh_standin.py) that answers those calls under
+AWS's documented rules and forwards every other call (launch templates, groups, target
+groups, SSM, AMIs) to moto.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -24,9 +22,10 @@ from pathlib import Path
 
 import boto3
 import pytest
-from botocore.awsrequest import AWSResponse
+from bad_endpoint import BadEndpoint, closed_port
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
+from refresh_standin import InstanceRefreshStandIn
 
 from builder.agent.discovery import aws_tags
 from builder.bake.targets import aws as aws_target
@@ -62,6 +61,16 @@ def moto_url():
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def standin(moto_url):
+    """The instance-refresh stand-in in front of moto: builder's endpoint."""
+    server = InstanceRefreshStandIn(moto_url)
+    try:
+        yield server
+    finally:
+        server.close()
 
 
 class World:
@@ -175,13 +184,14 @@ class World:
 
 
 @pytest.fixture
-def world(moto_url, tmp_path, monkeypatch):
+def world(moto_url, standin, tmp_path, monkeypatch):
+    standin.reset()
     with urllib.request.urlopen(urllib.request.Request(
             f"{moto_url}/moto-api/reset", method="POST"), timeout=10):
         pass
     for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION"):
         monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", standin.url)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
@@ -230,67 +240,6 @@ def run_script(world: World, *args: str) -> Result:
                           capture_output=True, text=True, timeout=60, env=dict(os.environ),
                           cwd=ROOT)
     return Result(proc.returncode, proc.stdout, proc.stderr)
-
-
-class RefreshSimulator:
-    """AWS's side of an instance refresh, for the two calls moto does not implement."""
-
-    def __init__(self, world: World, outcome: str = "Successful"):
-        self.world = world
-        self.outcome = outcome
-        self.started: list[dict] = []
-        self.polls = 0
-        self._pending: dict = {}
-
-    def install(self, monkeypatch) -> RefreshSimulator:
-        original = Aws.client
-        sim = self
-
-        def client(aws_self, service, region=None):
-            made = original(aws_self, service, region)
-            if service == "autoscaling" and not getattr(made, "_refresh_sim", False):
-                events = made.meta.events
-                events.register("before-parameter-build.auto-scaling.StartInstanceRefresh",
-                                sim._capture)
-                events.register("before-call.auto-scaling.StartInstanceRefresh", sim._start)
-                events.register("before-call.auto-scaling.DescribeInstanceRefreshes",
-                                sim._describe)
-                made._refresh_sim = True
-            return made
-
-        monkeypatch.setattr(Aws, "client", client)
-        return self
-
-    def _capture(self, params, **_):
-        self._pending = copy.deepcopy(params)
-
-    def _start(self, **_):
-        params = self._pending
-        self.started.append(params)
-        if self.outcome == "Successful":
-            name = params["AutoScalingGroupName"]
-            asg = self.world.asg
-            asg.update_auto_scaling_group(
-                AutoScalingGroupName=name,
-                LaunchTemplate=params["DesiredConfiguration"]["LaunchTemplate"])
-            for inst in self.world.describe_group(name)["Instances"]:
-                asg.terminate_instance_in_auto_scaling_group(
-                    InstanceId=inst["InstanceId"], ShouldDecrementDesiredCapacity=False)
-        return AWSResponse(None, 200, {}, None), {"InstanceRefreshId": "refresh-1"}
-
-    def _describe(self, **_):
-        self.polls += 1
-        params = self.started[-1]
-        refresh = {"InstanceRefreshId": "refresh-1",
-                   "AutoScalingGroupName": params["AutoScalingGroupName"]}
-        if self.polls == 1:
-            refresh.update(Status="InProgress", PercentageComplete=50, InstancesToUpdate=1)
-        else:
-            refresh.update(Status=self.outcome, PercentageComplete=100 if
-                           self.outcome == "Successful" else 50, InstancesToUpdate=0,
-                           StatusReason="" if self.outcome == "Successful" else
-                           "instances failed health checks; rolled back")
-        return AWSResponse(None, 200, {}, None), {"InstanceRefreshes": [refresh]}
 
 
 # --------------------------------------------------------------------------- post-bake
@@ -417,6 +366,17 @@ def test_revoke_flags_descendants_and_blocks_promotion_and_rollout(world, builde
         assert world.registry.get(art.id).revoked
         assert world.tags(world.ami(art))["builder:revoked"] == "true"
     assert world.registry.revocation(grandchild.id)["inherited_from"] == parent.id
+
+    # Revoking again keeps the first reason, in the registry and on the AMIs, and says so.
+    tags = {a.id: world.tags(world.ami(a)) for a in (parent, child, grandchild)}
+    again = builder("release", "revoke", "saleor-api", "1.0.0", "--reason", "other", "--json")
+    assert again.code == 0 and not again.json["changed"] and again.json["revoked"] == []
+    assert again.json["revocation"]["reason"] == "CVE-2026-0001"
+    assert {a.id: world.tags(world.ami(a)) for a in (parent, child, grandchild)} == tags
+    assert world.tags(world.ami(parent))["builder:revoked-reason"] == "CVE-2026-0001"
+    assert world.registry.revocation(parent.id)["reason"] == "CVE-2026-0001"
+    human = builder("release", "revoke", "saleor-api", "1.0.0", "--reason", "other")
+    assert "already revoked: CVE-2026-0001" in human.out and "kept" in human.out
     assert world.registry.find_tested("saleor-api", "aws", grandchild.content_key) is None
 
     before = world.snapshot()
@@ -438,8 +398,8 @@ def test_revoke_flags_descendants_and_blocks_promotion_and_rollout(world, builde
 # --------------------------------------------------------------------------- rollouts
 
 
-def test_rolling_refresh_pins_a_new_template_version(world, builder, monkeypatch):
-    sim = RefreshSimulator(world).install(monkeypatch)
+def test_rolling_refresh_pins_a_new_template_version(world, builder, standin):
+    sim = standin
     v1 = world.bake("saleor-api", "1.0.0")
     v2 = world.bake("saleor-api", "1.1.0")
     lt = world.group("api", "saleor-api", world.ami(v1), size=2)
@@ -461,7 +421,7 @@ def test_rolling_refresh_pins_a_new_template_version(world, builder, monkeypatch
         "LaunchTemplateId": lt, "Version": "2"}
     prefs = started["Preferences"]
     assert prefs["AutoRollback"] is True and prefs["MinHealthyPercentage"] == 90
-    assert prefs["CheckpointPercentages"] == [50] and prefs["SkipMatching"] is True
+    assert prefs["CheckpointPercentages"] == [50, 100] and prefs["SkipMatching"] is True
     # The group was on $Latest: pinned to the version it ran, so AutoRollback has a target.
     group = world.describe_group("api")
     assert group["LaunchTemplate"]["Version"] == "2"
@@ -472,10 +432,29 @@ def test_rolling_refresh_pins_a_new_template_version(world, builder, monkeypatch
     assert again.code == 0 and again.json["status"] == "up-to-date"
 
 
-def test_rolling_refresh_failure_exits_1(world, builder, monkeypatch):
-    RefreshSimulator(world, outcome="RollbackSuccessful").install(monkeypatch)
+def test_up_to_date_means_the_whole_desired_configuration(world, builder, standin):
+    """The group already runs the channel's AMI, but on $Latest with IMDSv1 allowed: a
+    rollout still makes the pinned IMDSv2 version; only then is it up to date."""
     v1 = world.bake("saleor-api", "1.0.0")
-    world.bake("saleor-api", "1.1.0")
+    lt = world.group("api", "saleor-api", world.ami(v1))
+    builder("release", "promote", "saleor-api", "1.0.0", "--channel", "dev")
+    res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--wait",
+                  "--poll", "0.01", "--json")
+    assert res.code == 0, res.err
+    assert res.json["status"] == "Successful" and res.json["template_version"] == 2
+    data = world.ec2.describe_launch_template_versions(
+        LaunchTemplateId=lt, Versions=["2"])["LaunchTemplateVersions"][0]["LaunchTemplateData"]
+    assert data["ImageId"] == world.ami(v1)
+    assert data["MetadataOptions"]["HttpTokens"] == "required"
+    assert world.describe_group("api")["LaunchTemplate"]["Version"] == "2"
+    again = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--json")
+    assert again.code == 0 and again.json["status"] == "up-to-date", again.err
+
+
+def test_rolling_refresh_failure_exits_1(world, builder, standin):
+    v1 = world.bake("saleor-api", "1.0.0")
+    v2 = world.bake("saleor-api", "1.1.0")
+    standin.unhealthy_images.add(world.ami(v2))
     world.group("api", "saleor-api", world.ami(v1), version="1")
     builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev")
     res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--wait",
@@ -486,9 +465,47 @@ def test_rolling_refresh_failure_exits_1(world, builder, monkeypatch):
     assert world.instance_images("api") == {world.ami(v1)}
 
 
+@pytest.mark.parametrize("fault", ["500", "close"])
+def test_failed_refresh_start_is_sent_once_and_undone(world, builder, standin, fault):
+    """StartInstanceRefresh is not idempotent: one attempt; when it fails, the group's own
+    launch-template Version comes back and the new version is deleted."""
+    v1 = world.bake("saleor-api", "1.0.0")
+    world.bake("saleor-api", "1.1.0")
+    world.group("api", "saleor-api", world.ami(v1), size=2)
+    builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev")
+    before = world.snapshot()
+    standin.start_faults.append(fault)
+
+    res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api")
+    assert res.code == 1, res.err
+    assert res.error.startswith("builder: failed: starting an instance refresh of api")
+    assert "undone: api back on $Latest, version 2 deleted" in res.error
+    assert len(standin.start_requests) == 1 and standin.refreshes == []
+    assert world.describe_group("api")["LaunchTemplate"]["Version"] == "$Latest"
+    assert world.snapshot() == before
+    assert world.registry.rollouts("saleor-api") == []
+
+
+def test_refresh_started_behind_a_dropped_answer_is_followed(world, builder, standin):
+    """The connection dropped after AWS started the refresh: builder finds it, undoes
+    nothing and goes on."""
+    v1 = world.bake("saleor-api", "1.0.0")
+    v2 = world.bake("saleor-api", "1.1.0")
+    world.group("api", "saleor-api", world.ami(v1), size=2)
+    builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev")
+    standin.start_faults.append("close-after-start")
+    res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--wait",
+                  "--poll", "0.01", "--json")
+    assert res.code == 0, res.err
+    assert res.json["status"] == "Successful"
+    assert res.json["refresh_id"] == standin.refreshes[0].id
+    assert len(standin.start_requests) == 1
+    assert world.instance_images("api") == {world.ami(v2)}
+
+
 def test_etcd_patroni_rolls_one_node_at_a_time_and_refuses_blue_green(world, builder,
-                                                                      monkeypatch):
-    sim = RefreshSimulator(world).install(monkeypatch)
+                                                                      standin):
+    sim = standin
     v1 = world.bake("etcd-patroni", "1.0.0")
     world.bake("etcd-patroni", "1.1.0")
     world.group("db", "etcd-patroni", world.ami(v1), size=3, version="1")
@@ -505,6 +522,14 @@ def test_etcd_patroni_rolls_one_node_at_a_time_and_refuses_blue_green(world, bui
     prefs = sim.started[0]["Preferences"]
     assert prefs["MinHealthyPercentage"] == 100
     assert prefs["CheckpointPercentages"] == [34, 67, 100]
+
+    # One refresh at a time: refused before anything changes.
+    world.bake("etcd-patroni", "1.2.0")
+    builder("release", "promote", "etcd-patroni", "1.2.0", "--channel", "dev")
+    before = world.snapshot()
+    busy = builder("rollout", "etcd-patroni", "--channel", "dev", "--asg", "db")
+    assert busy.code == 1 and "already has instance refresh" in busy.error, busy.err
+    assert world.snapshot() == before and len(sim.start_requests) == 1
 
 
 def test_blue_green_swap_rollback_and_retire(world, builder):
@@ -530,6 +555,9 @@ def test_blue_green_swap_rollback_and_retire(world, builder):
     assert green.startswith("api--1.1.0-") and res.json["status"] == "swapped"
     green_group = world.describe_group(green)
     assert green_group["LaunchTemplate"]["Version"] == str(res.json["template_version"])
+    lt_id = green_group["LaunchTemplate"]["LaunchTemplateId"]
+    assert world.ec2.describe_launch_templates(LaunchTemplateIds=[lt_id])["LaunchTemplates"][
+        0]["DefaultVersionNumber"] == res.json["template_version"]
     assert world.instance_images(green) == {world.ami(v2)}
     green_ids = {i["InstanceId"] for i in green_group["Instances"]}
     assert serving() == green_ids
@@ -547,6 +575,14 @@ def test_blue_green_swap_rollback_and_retire(world, builder):
     assert world.describe_group(green) is None
     assert serving() == blue_ids
     assert world.describe_group("api")["SuspendedProcesses"] == []
+    # Blue was on $Latest while the shared template gained green's version: pinned to the
+    # version it ran, it scales out with the old image.
+    assert world.describe_group("api")["LaunchTemplate"]["Version"] == "1"
+    lt = world.describe_group("api")["LaunchTemplate"]["LaunchTemplateId"]
+    assert world.ec2.describe_launch_templates(LaunchTemplateIds=[lt])["LaunchTemplates"][0][
+        "DefaultVersionNumber"] == 1
+    world.asg.set_desired_capacity(AutoScalingGroupName="api", DesiredCapacity=3)
+    assert world.instance_images("api") == {world.ami(v1)}
 
     again = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--strategy",
                     "blue-green", "--poll", "0.01", "--timeout", "20", "--json")
@@ -578,7 +614,8 @@ def test_prune_keeps_referenced_images(world, builder):
     plan = {d["image"]: d for d in dry.json["images"]}
     assert set(plan) == {world.ami(a) for a in (in_template, on_instance, on_channel, unused)}
     assert plan[world.ami(unused)]["action"] == "delete"
-    assert "launch template old-api version 1" in plan[world.ami(in_template)]["reasons"]
+    assert "launch template old-api version 1 ($Default, $Latest)" in plan[
+        world.ami(in_template)]["reasons"]
     assert any(r.startswith("instance i-") for r in plan[world.ami(on_instance)]["reasons"])
     assert "channel dev (/builder/test/saleor-api/dev)" in plan[world.ami(on_channel)][
         "reasons"]
@@ -602,6 +639,70 @@ def test_prune_keeps_referenced_images(world, builder):
     listed = {r["version"]: r for r in builder("release", "list", "saleor-api",
                                                "--json").json["images"]}
     assert listed["1.3.0"]["pruned"] and not listed["1.2.0"]["pruned"]
+
+
+def test_prune_counts_only_template_versions_that_can_still_launch(world, builder, standin):
+    """Rolled out twice: the first two AMIs are only in old template versions (neither
+    $Default, $Latest, nor named by a group or refresh), so they can go; the live one stays.
+    A successful rollout makes its version the template's $Default."""
+    arts = [world.bake("saleor-api", v) for v in ("1.0.0", "1.1.0", "1.2.0")]
+    lt = world.group("api", "saleor-api", world.ami(arts[0]))
+    for art in arts[1:]:
+        assert builder("release", "promote", "saleor-api", art.version, "--channel",
+                       "dev").code == 0
+        res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--wait",
+                      "--poll", "0.01")
+        assert res.code == 0, res.err
+    template = world.ec2.describe_launch_templates(LaunchTemplateIds=[lt])["LaunchTemplates"][0]
+    assert template["DefaultVersionNumber"] == template["LatestVersionNumber"] == 3
+    # The registry's channel history is not a reference; only where the channel points now.
+    plan = {d["image"]: d for d in builder("prune", "saleor-api", "--keep", "0", "--min-age",
+                                           "0", "--json").json["images"]}
+    first, second, live = (plan[world.ami(a)] for a in arts)
+    assert first["action"] == second["action"] == "delete", (first, second)
+    assert first["stale_template_versions"] == ["api-lt:1"]
+    assert second["stale_template_versions"] == ["api-lt:2"]
+    assert "launch template api-lt version 3 ($Default, $Latest, group api)" in live[
+        "reasons"], live["reasons"]
+    human = builder("prune", "saleor-api", "--keep", "0", "--min-age", "0")
+    assert "old launch template version(s) api-lt:1 (not deleted)" in human.out
+
+    # An in-progress refresh's desired version is live too (here also $Latest: pin the
+    # group elsewhere to see the refresh alone keep it).
+    newest = world.bake("saleor-api", "1.3.0")
+    builder("release", "promote", "saleor-api", "1.3.0", "--channel", "dev")
+    assert builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api").code == 0
+    world.ec2.create_launch_template_version(LaunchTemplateId=lt, SourceVersion="3",
+                                             LaunchTemplateData={"ImageId": world.base_ami})
+    builder("release", "rollback", "saleor-api", "--channel", "dev")
+    plan = {d["image"]: d for d in builder("prune", "saleor-api", "--keep", "0", "--min-age",
+                                           "0", "--json").json["images"]}
+    assert any(r.startswith("launch template api-lt version 4 (instance refresh")
+               for r in plan[world.ami(newest)]["reasons"]), plan[world.ami(newest)]
+
+
+def test_list_shows_an_image_gone_in_some_regions(world, builder):
+    """Half-pruned: the AMI was pruned in one region (the other keeps it, referenced), or
+    deregistered there behind builder's back; list names the regions."""
+    both = world.bake("saleor-api", "1.0.0", regions=(REGION, OTHER_REGION))
+    other = world.bake("saleor-api", "1.1.0", regions=(REGION, OTHER_REGION))
+    world.ec2.create_launch_template(LaunchTemplateName="keeps-it", LaunchTemplateData={
+        "ImageId": world.ami(both)})
+    for ec2, region in ((world.ec2, REGION), (world.ec2_other, OTHER_REGION)):
+        ec2.create_launch_template(LaunchTemplateName="keeps-other", LaunchTemplateData={
+            "ImageId": world.ami(other, region)})
+    done = builder("prune", "saleor-api", "--keep", "0", "--min-age", "0", "--yes", "--json")
+    assert done.code == 0, done.err
+    assert world.ami(both, OTHER_REGION) in done.json["deleted"]
+    assert world.ami(both) not in done.json["deleted"]
+    world.ec2_other.deregister_image(ImageId=world.ami(other, OTHER_REGION))
+
+    rows = {r["version"]: r for r in builder("release", "list", "saleor-api",
+                                             "--json").json["images"]}
+    assert rows["1.0.0"]["gone_regions"] == [OTHER_REGION] and not rows["1.0.0"]["pruned"]
+    assert rows["1.1.0"]["gone_regions"] == [OTHER_REGION] and not rows["1.1.0"]["pruned"]
+    human = builder("release", "list", "saleor-api").out
+    assert human.count(f"gone in {OTHER_REGION}") == 2, human
 
 
 # --------------------------------------------------------------------------- discovery
@@ -674,6 +775,9 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(world, builder):
          "not made by a blue-green"),
         (("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--checkpoints",
           "0,500"), "--checkpoints", "1..100"),
+        # A refresh ends at its last checkpoint: 50 would leave half the group behind.
+        (("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--checkpoints",
+          "50"), "--checkpoints", "last checkpoint must be 100"),
         (("prune", "no-such-role"), "ROLE", "unknown role"),
     ]
     for args, field, text in cases:
@@ -689,8 +793,168 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(world, builder):
     assert res.error.startswith("builder: error: VERSION: unknown AMI")
     assert world.snapshot() == before
 
+    # A channel pointing at another role's image (registry, or only the AMI's tag), or at
+    # an AMI of no known role: refused before anything changes.
+    redis = world.bake("redis", "1.0.0")
+    stranger = world.ec2.register_image(Name="someone-elses")["ImageId"]
+    tagged = world.ec2.register_image(Name="tagged-redis")["ImageId"]
+    world.ec2.create_tags(Resources=[tagged], Tags=[{"Key": "builder:role", "Value": "redis"},
+                                                    {"Key": "builder:tests-passed",
+                                                     "Value": "true"}])
+    for ami, text in ((world.ami(redis), "an image of redis"), (tagged, "an image of redis"),
+                      (stranger, "not a known image of saleor-api")):
+        world.ssm.put_parameter(Name="/builder/test/saleor-api/dev", Type="String",
+                                DataType="aws:ec2:image", Value=ami, Overwrite=True)
+        before = world.snapshot()
+        res = builder("rollout", "saleor-api", "--channel", "dev", "--asg", "api")
+        assert res.code == 2 and res.error.startswith("builder: error: --channel"), res.err
+        assert text in res.error and ami in res.error, res.error
+        assert world.snapshot() == before
+
     # A channel pointing at an AMI that no longer exists in AWS.
     world.ssm.put_parameter(Name="/builder/test/saleor-api/staging", Type="String",
                             DataType="aws:ec2:image", Value="ami-0123456789abcdef0")
     res = builder("rollout", "saleor-api", "--channel", "staging", "--asg", "api")
     assert res.code == 2 and "ami-0123456789abcdef0 does not exist" in res.error
+
+
+# --------------------------------------------------------------------------- bad endpoints
+
+
+def _lifecycle_commands(world, builder) -> list[tuple[str, ...]]:
+    """A role with a channel, a group and a blue-green pair to act on."""
+    world.bake("saleor-api", "1.0.0")
+    v2 = world.bake("saleor-api", "1.1.0")
+    world.group("api", "saleor-api", world.ami(v2))
+    assert builder("release", "promote", "saleor-api", "1.0.0", "--channel", "dev").code == 0
+    assert builder("release", "promote", "saleor-api", "1.1.0", "--channel", "dev").code == 0
+    return [("release", "promote", "saleor-api", "1.1.0", "--channel", "staging"),
+            ("release", "rollback", "saleor-api", "--channel", "dev"),
+            ("release", "revoke", "saleor-api", "1.1.0", "--reason", "x"),
+            ("rollout", "saleor-api", "--channel", "dev", "--asg", "api"),
+            ("rollout", "saleor-api", "--channel", "dev", "--asg", "api", "--strategy",
+             "blue-green"),
+            ("rollout", "saleor-api", "--asg", "api", "--rollback"),
+            ("prune", "saleor-api", "--yes"),
+            ("release", "list")]
+
+
+@pytest.mark.parametrize("mode", ["unreachable", "garbage", "html-500", "close"])
+def test_a_bad_endpoint_is_one_line_exit_1_and_changes_nothing(world, builder, monkeypatch,
+                                                               mode):
+    commands = _lifecycle_commands(world, builder)
+    before = world.snapshot()
+    bad = None if mode == "unreachable" else BadEndpoint(mode)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", closed_port() if bad is None else bad.url)
+        # The standard variable, honoured: two attempts keep the test short.
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+        for args in commands:
+            res = builder(*args)
+            assert res.code == 1, (args, res.err)
+            assert res.error.startswith("builder: failed: "), (args, res.err)
+            assert "Traceback" not in res.err and res.out == "", (args, res.err)
+    finally:
+        if bad is not None:
+            bad.close()
+    assert world.snapshot() == before
+
+
+def test_a_silent_endpoint_times_out_in_one_line(world):
+    from builder.errors import OperationError
+    from builder.release.awsclient import calling
+
+    bad = BadEndpoint("silent")
+    try:
+        ssm = boto3.client("ssm", region_name=REGION, endpoint_url=bad.url, config=Config(
+            read_timeout=0.3, retries={"total_max_attempts": 1}))
+        with pytest.raises(OperationError) as err, calling("reading SSM parameter /x"):
+            ssm.get_parameter(Name="/x")
+    finally:
+        bad.close()
+    assert str(err.value).startswith("reading SSM parameter /x: Read timeout")
+    assert "\n" not in str(err.value)
+
+
+def test_bad_max_attempts_names_the_variable(world, builder, monkeypatch):
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "many")
+    res = builder("release", "rollback", "saleor-api", "--channel", "dev")
+    assert res.code == 2 and res.error.startswith("builder: error: AWS_MAX_ATTEMPTS")
+
+
+def test_invalid_regions_are_refused_at_load(world, builder):
+    for field, text in (("region", '"eu west 1"'), ("ami_regions", '["us-east-1", "x y"]')):
+        world.env_file.write_text(ENV_YAML.replace(
+            f"  ami_regions: [{REGION}, {OTHER_REGION}]\n", "").replace(
+            f"  region: {REGION}\n", "") + f"  {field}: {text}\n")
+        res = builder("release", "promote", "saleor-api", "1.0.0", "--channel", "dev")
+        assert res.code == 2, res.err
+        assert f"aws.{field}" in res.error and "region" in res.error, res.error
+
+
+# --------------------------------------------------------------------------- the stand-in
+
+
+def test_refresh_standin_enforces_the_documented_rules(world, standin):
+    """The stand-in refuses what AWS refuses, so builder's tests fail where AWS would."""
+    # Without botocore's own range checks, so the stand-in's are seen too.
+    asg = boto3.client("autoscaling", region_name=REGION, endpoint_url=standin.url,
+                       config=Config(retries={"mode": "standard", "max_attempts": 1},
+                                     parameter_validation=False))
+    old = world.ec2.register_image(Name="old-image")["ImageId"]
+    new = world.ec2.register_image(Name="new-image")["ImageId"]
+    lt = world.group("g", "saleor-api", old, size=4)
+    world.ec2.create_launch_template_version(LaunchTemplateId=lt, SourceVersion="1",
+                                             LaunchTemplateData={"ImageId": new})
+    desired = {"LaunchTemplate": {"LaunchTemplateId": lt, "Version": "2"}}
+
+    def start(**prefs):
+        return asg.start_instance_refresh(AutoScalingGroupName="g",
+                                          DesiredConfiguration=desired, Preferences=prefs)
+
+    def refused(code, **prefs):
+        with pytest.raises(asg.exceptions.ClientError) as err:
+            start(**prefs)
+        assert err.value.response["Error"]["Code"] == code, err.value.response
+
+    for bad in ({"CheckpointPercentages": [50, 20]}, {"CheckpointPercentages": [50, 50]},
+                {"CheckpointPercentages": [0, 100]}, {"CheckpointDelay": 10},
+                {"MaxHealthyPercentage": 150}, {"MinHealthyPercentage": 50,
+                                                "MaxHealthyPercentage": 99},
+                {"MinHealthyPercentage": 50, "MaxHealthyPercentage": 160},
+                # The group is on $Latest: nothing fixed to return to.
+                {"AutoRollback": True}):
+        refused("ValidationError", **bad)
+    assert standin.refreshes == []
+
+    world.asg.update_auto_scaling_group(AutoScalingGroupName="g", LaunchTemplate={
+        "LaunchTemplateId": lt, "Version": "1"})
+    first = start(AutoRollback=True, MinHealthyPercentage=50, CheckpointPercentages=[50])
+    refused("InstanceRefreshInProgress", MinHealthyPercentage=50)
+
+    def poll():
+        return asg.describe_instance_refreshes(AutoScalingGroupName="g")["InstanceRefreshes"][0]
+
+    done = poll()
+    # A refresh ends at its last checkpoint: half the group stays on the old image.
+    assert done["Status"] == "Successful" and done["PercentageComplete"] == 50
+    assert done["InstanceRefreshId"] == first["InstanceRefreshId"]
+    assert sorted(world.instance_images("g")) == sorted({old, new})
+    assert world.describe_group("g")["LaunchTemplate"]["Version"] == "2"
+
+    # A failing refresh with AutoRollback returns to the group's configuration before it.
+    world.ec2.create_launch_template_version(LaunchTemplateId=lt, SourceVersion="1",
+                                             LaunchTemplateData={"ImageId": old})
+    standin.unhealthy_images.add(new)
+    before = world.instance_images("g")
+    world.asg.update_auto_scaling_group(AutoScalingGroupName="g", LaunchTemplate={
+        "LaunchTemplateId": lt, "Version": "3"})
+    start(AutoRollback=True, MinHealthyPercentage=50, SkipMatching=True)
+    assert poll()["Status"] == "RollbackInProgress"
+    assert poll()["Status"] == "RollbackSuccessful"
+    # The instances this refresh replaced are replaced back; earlier ones stay.
+    assert world.instance_images("g") == before
+    assert world.describe_group("g")["LaunchTemplate"]["Version"] == "3"
+    with pytest.raises(asg.exceptions.ClientError) as err:
+        asg.cancel_instance_refresh(AutoScalingGroupName="g")
+    assert err.value.response["Error"]["Code"] == "ActiveInstanceRefreshNotFound"

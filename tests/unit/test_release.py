@@ -46,18 +46,38 @@ def test_manifest_errors(tmp_path, text, field):
 
 
 def test_stateful_roles_refresh_one_node_at_a_time():
-    opts = rollout.Options(checkpoints=[25, 50])
+    opts = rollout.Options(checkpoints=[25, 100])
     prefs = rollout.refresh_preferences("etcd-patroni", 5, opts)
     assert prefs["MinHealthyPercentage"] == 100
     assert prefs["CheckpointPercentages"] == [20, 40, 60, 80, 100]
     assert prefs["AutoRollback"] is True
     stateless = rollout.refresh_preferences("saleor-api", 5, opts)
     assert stateless["MinHealthyPercentage"] == 90
-    assert stateless["CheckpointPercentages"] == [25, 50]
+    assert stateless["CheckpointPercentages"] == [25, 100]
     assert "InstanceWarmup" not in stateless
+    # The default replaces every instance; no checkpoints means no CheckpointDelay either.
+    default = rollout.refresh_preferences("saleor-api", 5, rollout.Options())
+    assert default["CheckpointPercentages"][-1] == 100 and default["CheckpointDelay"] == 300
+    none = rollout.refresh_preferences("saleor-api", 5, rollout.Options(checkpoints=[]))
+    assert "CheckpointPercentages" not in none and "CheckpointDelay" not in none
     tuned = rollout.refresh_preferences("saleor-api", 5, rollout.Options(min_healthy=50,
                                                                          warmup=30))
     assert tuned["MinHealthyPercentage"] == 50 and tuned["InstanceWarmup"] == 30
+
+
+@pytest.mark.parametrize("text,points", [("50,100", [50, 100]), ("100", [100]),
+                                         ("100,25", [25, 100]), ("", [])])
+def test_checkpoints_end_at_100(text, points):
+    assert rollout.parse_checkpoints(text) == points
+
+
+@pytest.mark.parametrize("text,message", [("50", "last checkpoint must be 100"),
+                                          ("25,75", "leave 25%"), ("0,100", "1..100"),
+                                          ("x", "expected percentages")])
+def test_checkpoints_refused(text, message):
+    with pytest.raises(UserError, match=message) as err:
+        rollout.parse_checkpoints(text)
+    assert err.value.field == "--checkpoints"
 
 
 def test_clients_use_standard_retries_and_the_endpoint_variable(monkeypatch):
@@ -71,6 +91,9 @@ def test_clients_use_standard_retries_and_the_endpoint_variable(monkeypatch):
     assert ssm.meta.endpoint_url == "http://127.0.0.1:9"
     assert ssm.meta.config.retries["mode"] == RETRIES["mode"] == "standard"
     assert aws.ssm() is ssm and aws.ssm("us-east-1") is not ssm
+    once = aws.autoscaling(attempts=1)
+    assert once.meta.config.retries["total_max_attempts"] == 1
+    assert once is not aws.autoscaling() and aws.autoscaling(attempts=1) is once
 
 
 def test_registry_lineage_revocation_and_channels(tmp_path):

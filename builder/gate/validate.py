@@ -100,9 +100,24 @@ def _run_packer(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           timeout=120, check=False, env=packer.environment())
 
 
-def _packer_fmt(item: Rendered) -> str:
+def _packer_fmt_batch(items: list[Rendered], scratch: Path) -> bool:
+    """Whether every role's HCL is canonically formatted, from one `packer fmt -check` of
+    a directory holding them all (each packer start-up re-executes itself per plugin: one
+    run instead of six). False sends each role to its own run, which says what is wrong."""
+    if not packer.binary() or not items:
+        return False
+    folder = scratch / "fmt"
+    folder.mkdir()
+    for item in items:
+        shutil.copyfile(item.hcl, folder / f"{item.role.role}.pkr.hcl")
+    return _run_packer(["fmt", "-check", "."], folder).returncode == 0
+
+
+def _packer_fmt(item: Rendered, batch: concurrent.futures.Future | None = None) -> str:
     if not packer.binary():
         raise _Skip("packer not installed")
+    if batch is not None and batch.result():
+        return "formatted"
     proc = _run_packer(["fmt", "-check", "-diff", item.hcl.name], item.directory)
     if proc.returncode != 0:
         diff = (proc.stdout + proc.stderr).strip().splitlines()
@@ -240,15 +255,21 @@ def bake_seed(project: Project, public_key: str, target: str) -> str:
                            "cloud-init/bake-seed.yaml.j2")
 
 
-def _bake_seed_schema(project: Project, target: str) -> str:
+def _write_bake_seed(project: Project, target: str, scratch: Path) -> Path | str:
+    """The bake seed rendered with a sample key into scratch, or why it did not render."""
     try:
         text = bake_seed(project, SAMPLE_KEY, target)
     except (UserError, jinja2.TemplateError) as exc:
-        raise _Fail(str(exc)) from None
-    with tempfile.TemporaryDirectory(prefix="builder-seed-") as scratch:
-        path = Path(scratch) / "bake-seed"
-        path.write_text(text)
-        return _cloud_init_schema(path)
+        return str(exc)
+    path = scratch / "bake-seed"
+    path.write_text(text)
+    return path
+
+
+def _bake_seed_schema(seed: Path | str, batch: concurrent.futures.Future) -> str:
+    if isinstance(seed, str):
+        raise _Fail(seed)
+    return _cloud_init_schema(seed, batch)
 
 
 # The external checks are separate processes (Go and Python start-up, mostly CPU): run
@@ -263,15 +284,26 @@ def run(rendered: list[Rendered], project: Project) -> list[Check]:
     the checks finished in."""
     if not rendered:
         return []
+    with tempfile.TemporaryDirectory(prefix="builder-validate-") as scratch:
+        return _run(rendered, project, Path(scratch))
+
+
+def _run(rendered: list[Rendered], project: Project, scratch: Path) -> list[Check]:
+    qemu = rendered[0].target == "qemu"
+    seed = _write_bake_seed(project, "qemu", scratch) if qemu else None
+    schema_paths = [i.directory / "user-data" for i in rendered]
+    if isinstance(seed, Path):
+        schema_paths.append(seed)
     with concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS,
                                                thread_name_prefix="validate") as pool:
-        # First in the queue, so a user-data check never waits on a batch not yet started.
-        schemas = pool.submit(_cloud_init_batch, [i.directory / "user-data" for i in rendered])
+        # First in the queue, so a check never waits on a batch not yet started.
+        schemas = pool.submit(_cloud_init_batch, schema_paths)
+        formatted = pool.submit(_packer_fmt_batch, rendered, scratch)
         jobs: list[tuple[str, str, Callable[[], str]]] = []
         for item in rendered:
             role = item.role.role
             jobs.append((role, "hcl2-parse", lambda item=item: _hcl_parse(item)))
-            jobs.append((role, "packer-fmt", lambda item=item: _packer_fmt(item)))
+            jobs.append((role, "packer-fmt", lambda item=item: _packer_fmt(item, formatted)))
             jobs.append((role, "packer-validate", lambda item=item: _packer_validate(item)))
             jobs.append((role, "user-data-schema",
                          lambda item=item: _cloud_init_schema(item.directory / "user-data",
@@ -281,14 +313,14 @@ def run(rendered: list[Rendered], project: Project) -> list[Check]:
                 jobs.append((role, "boot-templates", lambda item=item: _boot_templates(item)))
             if item.role.bundle is not None:
                 jobs.append((role, "bundle", lambda item=item: _bundle(item)))
-        if rendered[0].target == "qemu":
-            jobs.append(("*", "bake-seed-schema", lambda: _bake_seed_schema(project, "qemu")))
+        if qemu:
+            jobs.append(("*", "bake-seed-schema", lambda: _bake_seed_schema(seed, schemas)))
         order = sorted(range(len(jobs)), key=lambda i: _COST.get(jobs[i][1], 3))
         futures = {i: pool.submit(_timed, *jobs[i]) for i in order}
         checks = [futures[i].result() for i in range(len(jobs))]
     # The batch did the user-data checks' work: each reports its share of that time.
     batched, seconds = schemas.result()
     for check in checks:
-        if check.name == "user-data-schema" and batched:
+        if check.name in ("user-data-schema", "bake-seed-schema") and batched:
             check.seconds = round(check.seconds + seconds / len(batched), 3)
     return checks

@@ -113,7 +113,7 @@ def test_results_keep_their_order_whatever_finishes_first(monkeypatch):
     """The pool may finish checks in any order; the report is role by role, check by check."""
     import time
 
-    def slow_first(item):
+    def slow_first(item, *batch):
         time.sleep(0.05 if item.role.role == "a" else 0)
         return item.role.role
 
@@ -127,6 +127,7 @@ def test_results_keep_their_order_whatever_finishes_first(monkeypatch):
         monkeypatch.setattr(gate, name, slow_first)
     monkeypatch.setattr(gate, "_cloud_init_schema", lambda path, batch=None: "valid")
     monkeypatch.setattr(gate, "_cloud_init_batch", lambda paths: ({}, 0.0))
+    monkeypatch.setattr(gate, "_packer_fmt_batch", lambda items, scratch: False)
     checks = gate.run([Item("a"), Item("b")], None)
     assert [(c.role, c.name) for c in checks] == [(r, n) for r in "ab" for n in PER_ROLE]
     assert [c.detail for c in checks if c.name != "user-data-schema"] == ["a"] * 4 + ["b"] * 4

@@ -12,6 +12,7 @@ import argparse
 import json
 import sys
 
+from builder.agent.announce import announce
 from builder.agent.boot import IMAGE_FILE, ROLE_FILE, boot, load_json, refresh
 from builder.agent.config import NODE_FILE
 from builder.agent.errors import AgentError
@@ -73,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 1 if result.get("state") == "failed" else 0
     report = boot(root, services)
+    if root.is_system and not services.dry_run:
+        announce(report)
     print(json.dumps(report, indent=2))
     return 1 if report["state"] == "failed" else 0
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from builder import spec as specs
 from builder.bake import accel, sshkey
 from builder.cluster import probe, seed
+from builder.cluster.console import ConsoleWatch
 from builder.cluster.network import Switch
 from builder.cluster.state import USER, Cluster, Node, directory, load, locked
 from builder.cluster.vm import VM, free_port, mac_address
@@ -118,33 +119,51 @@ def _context(env_name: str | None):
     return project, roles, env
 
 
+# Asked over SSH anyway this often, for an image whose agent announces nothing (older than
+# the announcement) or a console line lost.
+UNANNOUNCED_POLL = 30.0
+
+
 def wait_ready(cluster: Cluster, nodes: list[Node], started: dict[str, float],
                timeout: float) -> dict[str, float]:
-    """Seconds from power-on to the agent's `ready` per node; the first failure raises."""
+    """Seconds from power-on to the agent's `ready` per node; the first failure raises.
+    A node is asked over SSH once its console announces a settled boot (or every
+    UNANNOUNCED_POLL s): each login costs a TCG guest seconds of CPU it needs to boot."""
     pending = {n.name: n for n in nodes}
+    watches = {n.name: ConsoleWatch(cluster.vm(n).console, n.instance_id) for n in nodes}
+    asked_at = {n.name: time.monotonic() for n in nodes}
     ready: dict[str, float] = {}
     deadline = time.monotonic() + timeout
-    # Every pending node asked at once: each answer is an SSH round trip into a TCG guest.
     with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
         while pending:
-            asked = list(pool.map(lambda node: _boot_report(cluster, node), pending.values()))
-            for name, report in zip(list(pending), asked, strict=True):
-                if _settled(name, report):
-                    ready[name] = round(time.monotonic() - started[name], 1)
-                    del pending[name]
+            for node in pending.values():
+                _check_running(cluster, node)
+            now = time.monotonic()
+            due = [node for name, node in pending.items()
+                   if watches[name].poll() or now - asked_at[name] >= UNANNOUNCED_POLL]
+            asked = list(pool.map(lambda node: _boot_report(cluster, node), due))
+            for node, report in zip(due, asked, strict=True):
+                asked_at[node.name] = time.monotonic()
+                if _settled(node.name, report):
+                    ready[node.name] = round(time.monotonic() - started[node.name], 1)
+                    del pending[node.name]
             if pending and time.monotonic() > deadline:
                 raise OperationError(f"not ready after {timeout:.0f} s: {', '.join(pending)} "
                                      f"(consoles under {cluster.directory / 'nodes'})")
             if pending:
-                time.sleep(3)
+                time.sleep(2)
     return ready
 
 
-def _boot_report(cluster: Cluster, node: Node) -> dict | None:
+def _check_running(cluster: Cluster, node: Node) -> None:
     vm = cluster.vm(node)
     if not vm.running():
         raise OperationError(f"{node.name}: VM powered off while booting (see {vm.console})")
-    return probe.agent_report(vm, cluster.key, USER)
+
+
+def _boot_report(cluster: Cluster, node: Node) -> dict | None:
+    _check_running(cluster, node)
+    return probe.agent_report(cluster.vm(node), cluster.key, USER)
 
 
 def _settled(name: str, report: dict | None) -> bool:

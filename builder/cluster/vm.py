@@ -100,7 +100,7 @@ class VM:
             "-initrd", str(self.artifact.resolve() / "initrd.img"),
             # panic=-1 with -no-reboot: a guest kernel panic ends QEMU, so `cluster up` says
             # "powered off while booting" at once instead of waiting for its timeout.
-            "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1",
+            "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 panic=-1 audit=0",
             "-drive", f"file={self.disk},if=virtio,format=qcow2,discard=unmap",
             "-drive", f"file={self.seed_iso},media=cdrom,readonly=on",
             *self._network_args(),

@@ -1,0 +1,39 @@
+"""A node's serial console, read from the host as it grows: the agent's one-line boot
+announcement (builder/agent/announce.py) says when a boot settled, so readiness costs no
+SSH login into a guest that is still busy configuring itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from builder.agent.announce import PREFIX
+
+
+class ConsoleWatch:
+    def __init__(self, path: Path, instance_id: str):
+        self.path = path
+        self.instance_id = instance_id
+        self._offset = 0
+        self._partial = b""
+        self.state: str | None = None  # the last announced state of this instance
+
+    def poll(self) -> str | None:
+        """The state the agent announced for this instance so far, reading only what the
+        console gained since the last call (the file starts over when QEMU reopens it)."""
+        try:
+            with open(self.path, "rb") as fh:
+                size = fh.seek(0, 2)
+                if size < self._offset:
+                    self._offset, self._partial, self.state = 0, b"", None
+                fh.seek(self._offset)
+                chunk = fh.read()
+                self._offset = fh.tell()
+        except OSError:
+            return self.state
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        for raw in lines:
+            words = raw.decode("utf-8", "replace").strip().split()
+            head = " ".join(words[:2])
+            if head == PREFIX and len(words) == 4 and words[3] == self.instance_id:
+                self.state = words[2]
+        return self.state

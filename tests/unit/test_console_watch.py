@@ -1,0 +1,48 @@
+"""The agent's console announcement and the host's reading of it (cluster readiness without
+an SSH login per poll)."""
+
+from __future__ import annotations
+
+from builder.agent.announce import announce, line
+from builder.cluster.console import ConsoleWatch
+
+REPORT = {"state": "ready", "identity": {"instance_id": "i-new"}}
+
+
+def test_the_announcement_is_read_for_its_own_instance_only(tmp_path):
+    console = tmp_path / "console.log"
+    console.write_bytes(b"[    3.1] kernel noise\r\n")
+    watch = ConsoleWatch(console, "i-new")
+    assert watch.poll() is None
+    with open(console, "ab") as fh:  # a replaced node's stale line, then half of ours
+        fh.write(f"{line(dict(REPORT, identity={'instance_id': 'i-old'}))}\r\n".encode())
+        fh.write(line(REPORT).encode()[:20])
+    assert watch.poll() is None
+    with open(console, "ab") as fh:
+        fh.write(line(REPORT).encode()[20:] + b"\r\n[   70.2] more noise\n")
+    assert watch.poll() == "ready"
+    assert watch.poll() == "ready"  # nothing new: the state stays
+
+
+def test_a_console_started_over_forgets_the_last_boot(tmp_path):
+    console = tmp_path / "console.log"
+    console.write_text("noise\n" * 50 + line(REPORT) + "\n")
+    watch = ConsoleWatch(console, "i-new")
+    assert watch.poll() == "ready"
+    console.write_text("booting again\n")  # QEMU truncates the file on the next power-on
+    assert watch.poll() is None
+    with open(console, "a") as fh:
+        fh.write(line(dict(REPORT, state="failed")) + "\n")
+    assert watch.poll() == "failed"
+
+
+def test_a_missing_console_is_no_announcement(tmp_path):
+    assert ConsoleWatch(tmp_path / "absent.log", "i-new").poll() is None
+
+
+def test_announce_writes_one_line_and_says_when_it_could_not(tmp_path):
+    target = tmp_path / "console"
+    assert announce(REPORT, target) is True
+    assert target.read_text().strip() == "builder-agent: boot ready i-new"
+    assert announce(REPORT, tmp_path / "no" / "such" / "console") is False
+    assert line({}) == "builder-agent: boot unknown -"

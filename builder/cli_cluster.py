@@ -67,6 +67,17 @@ def kill(node, env_name, as_json) -> None:
 @cluster.command()
 @click.argument("node")
 @_env
+def stop(node, env_name, as_json) -> None:
+    """Graceful power-off of NODE from inside (as an autoscaling group terminates an
+    instance): an etcd-patroni node hands over the primary and leaves etcd first."""
+    from builder.cluster import manage, views
+
+    emit(manage.stop(env_name, node), as_json, views.done)
+
+
+@cluster.command()
+@click.argument("node")
+@_env
 @_timeout
 def start(node, env_name, as_json, timeout) -> None:
     """Power NODE on again with its disk as it was, and wait until it is ready."""

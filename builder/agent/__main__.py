@@ -3,7 +3,8 @@
 `boot` writes /run/builder/agent.json (state ready, failed or unconfigured, with timings)
 and exits 1 only when the boot failed; `status` changes nothing; `refresh` boots again only
 if discovery sees other peers than the last boot (HAProxy's timer); `etcd-leader-guard`
-runs until stopped on etcd-patroni nodes (builder/agent/etcd_leader.py).
+runs until stopped on etcd-patroni nodes (builder/agent/etcd_leader.py); `leave` hands over
+the primary and leaves etcd when an etcd-patroni node powers off (builder/agent/leave.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import json
 import sys
 
-from builder.agent.announce import announce
+from builder.agent.announce import announce, announce_leave
 from builder.agent.boot import IMAGE_FILE, ROLE_FILE, boot, load_json, refresh
 from builder.agent.config import NODE_FILE
 from builder.agent.errors import AgentError
@@ -42,7 +43,8 @@ def status(root: Root | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="builder-agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["boot", "status", "refresh", "etcd-leader-guard"],
+    parser.add_argument("command", choices=["boot", "status", "refresh", "etcd-leader-guard",
+                                                "leave"],
                         nargs="?", default="status")
     parser.add_argument("--root", help=f"prefix of every absolute path (default ${ENV_VAR} "
                         "or /): rehearse a boot into a directory")
@@ -61,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         guard(args.etcd_url, args.patroni_url, log=lambda line: print(line, flush=True))
         return 0
     root = Root(args.root)
+    if args.command == "leave":
+        from builder.agent.roles.etcd_patroni import leave_cluster
+
+        report = leave_cluster(root)
+        announce_leave(report)
+        print(json.dumps(report, indent=2))
+        return 0
     if args.command == "status":
         print(json.dumps(status(root), indent=2))
         return 0

@@ -4,10 +4,12 @@ SSH login to ask costs the guest more CPU than the answer is worth."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 CONSOLE = Path("/dev/console")
 PREFIX = "builder-agent: boot"
+LEAVE_PREFIX = "builder-agent: leave"
 
 
 def line(report: dict) -> str:
@@ -20,6 +22,17 @@ def announce(report: dict, console: Path = CONSOLE) -> bool:
     try:
         with open(console, "w") as fh:
             fh.write("\n" + line(report) + "\n")
+    except OSError:
+        return False
+    return True
+
+
+def announce_leave(report: dict, console: Path = CONSOLE) -> bool:
+    """The graceful leave's outcome on the console: the journal of a powered-off node is
+    out of reach, and the console log is what the host keeps."""
+    try:
+        with open(console, "w") as fh:
+            fh.write(f"\n{LEAVE_PREFIX} {json.dumps(report, sort_keys=True)}\n")
     except OSError:
         return False
     return True

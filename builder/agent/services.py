@@ -39,6 +39,9 @@ class Services:
                              + (f": {detail[-1]}" if detail else ""))
         return proc.returncode == 0
 
+    def start(self, unit: str) -> None:
+        self.run("systemctl", "start", unit)
+
     def restart(self, unit: str) -> None:
         # restart, not start: a second boot run must apply freshly rendered configs.
         self.run("systemctl", "restart", unit)

@@ -4,9 +4,10 @@ SSH login into a guest that is still busy configuring itself."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from builder.agent.announce import PREFIX
+from builder.agent.announce import LEAVE_PREFIX, PREFIX
 
 
 class ConsoleWatch:
@@ -37,3 +38,19 @@ class ConsoleWatch:
             if head == PREFIX and len(words) == 4 and words[3] == self.instance_id:
                 self.state = words[2]
         return self.state
+
+    def leave(self) -> dict | None:
+        """The report of the last graceful leave announced on this console, if any."""
+        try:
+            text = self.path.read_text(errors="replace")
+        except OSError:
+            return None
+        found = None
+        for raw in text.splitlines():
+            raw = raw.strip()
+            if raw.startswith(LEAVE_PREFIX + " "):
+                try:
+                    found = json.loads(raw[len(LEAVE_PREFIX) + 1:])
+                except ValueError:
+                    continue
+        return found

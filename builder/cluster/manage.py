@@ -10,9 +10,11 @@ the rest (dead etcd member removed, joins, Patroni clones a replica).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import secrets as random
 import shutil
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,7 +25,7 @@ from builder.cluster import probe, seed
 from builder.cluster.console import ConsoleWatch
 from builder.cluster.network import Switch
 from builder.cluster.state import USER, Cluster, Node, directory, load, locked
-from builder.cluster.vm import VM, free_port, mac_address
+from builder.cluster.vm import VM, free_port, mac_address, ssh
 from builder.errors import OperationError, UserError
 from builder.project import Project, find_project
 from builder.registry import Registry, default_path
@@ -266,6 +268,34 @@ def kill(env_name: str | None, name: str) -> dict:
     vm = cluster.vm(node)
     was_running = vm.kill()
     return {"node": name, "killed": was_running, "at": time.time()}
+
+
+# A graceful leave may take a switchover (builder/agent/leave.py) before the power-off.
+STOP_TIMEOUT = 300.0
+
+
+def stop(env_name: str | None, name: str, timeout: float = STOP_TIMEOUT) -> dict:
+    """Graceful power-off of NODE from inside (`systemctl poweroff`, as an autoscaling
+    group's termination or an operator's shutdown): its units stop in order, and an
+    etcd-patroni node leaves the cluster first. Waits until its VM is off."""
+    project, env = resolve(env_name)
+    cluster = load(project.state, env)
+    node = cluster.node(name)
+    vm = cluster.vm(node)
+    if not vm.running():
+        raise UserError(f"node {name} is not running", field="NODE")
+    started = time.monotonic()
+    # The session ends with the power-off: its exit status says nothing, the VM's end does.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        ssh(vm, cluster.key, USER, "sudo systemctl poweroff", timeout=60)
+    while vm.running():
+        if time.monotonic() - started > timeout:
+            vm.kill()
+            raise OperationError(f"{name}: not off {timeout:.0f} s after `systemctl "
+                                 f"poweroff`: powered off hard (see {vm.console})")
+        time.sleep(1)
+    return {"node": name, "stopped": True, "seconds": round(time.monotonic() - started, 1),
+            "leave": ConsoleWatch(vm.console, node.instance_id).leave()}
 
 
 def start(env_name: str | None, name: str, timeout: float) -> dict:

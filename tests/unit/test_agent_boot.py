@@ -93,7 +93,8 @@ def test_db_node_boots_ready_with_services_in_order(db):
     assert report["state"] == "ready", report.get("error")
     assert commands(report) == ["modprobe softdog", "systemctl restart etcd",
                                 "systemctl restart patroni",
-                                "systemctl restart builder-etcd-leader-guard"]
+                                "systemctl restart builder-etcd-leader-guard",
+                                "systemctl start builder-graceful-leave"]
     assert set(report["timings"]) == {"identity", "config", "secrets", "discovery", "role"}
     assert report["result"]["etcd"]["state"] == "new"
     assert "-value" not in root(boot.STATUS_FILE).read_text()  # no secret in the report

@@ -49,6 +49,7 @@ WATCHDOG = "/dev/watchdog"
 TIMING = {"ttl": 20, "loop_wait": 5, "retry_timeout": 5, "primary_start_timeout": 10}
 CLIENT_PORT, PEER_PORT = 2379, 2380
 GUARD_ENV = "/etc/default/builder-etcd-leader-guard"
+LEAVE_UNIT = "builder-graceful-leave"
 APP_DATABASE = "/etc/patroni/app-database.psql"
 APP_PASSWORD = "/etc/patroni/app-database.password"
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -150,4 +151,27 @@ def configure(inputs: Inputs) -> dict:
             "patroni", readiness.http_ok(f"http://{node['address']}:8008/health"),
             timeout=float(inputs.setting("ready_timeout", 600)), interval=2.0)
     inputs.services.restart("builder-etcd-leader-guard")
+    # start, never restart: stopping it is the leave (builder/agent/leave.py).
+    inputs.services.start(LEAVE_UNIT)
+    return report
+
+
+def leave_cluster(root) -> dict:
+    """`builder-agent leave`: this node's graceful leave, from the configs its boot wrote;
+    the report is also kept on disk (the journal of a powered-off node is out of reach)."""
+    import json
+
+    import yaml
+
+    from builder.agent import leave
+
+    cfg = yaml.safe_load(root(PATRONI_CONFIG).read_text())
+    auth = cfg["restapi"].get("authentication") or {}
+    patroni = leave.Patroni(f"http://{cfg['restapi']['connect_address']}",
+                            auth.get("username", ""), auth.get("password", ""))
+    report = leave.leave(cfg["name"], patroni, Client(f"http://127.0.0.1:{CLIENT_PORT}"),
+                         etcd_data=root(ETCD_DATA) / cfg["scope"])
+    path = root(leave.REPORT)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
     return report

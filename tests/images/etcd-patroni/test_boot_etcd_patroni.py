@@ -12,7 +12,8 @@ def psql(host, sql: str) -> str:
     return host.check_output("runuser -u postgres -- psql -XAtqc %s", sql)
 
 
-@pytest.mark.parametrize("unit", ["etcd", "patroni", "builder-etcd-leader-guard"])
+@pytest.mark.parametrize("unit", ["etcd", "patroni", "builder-etcd-leader-guard",
+                                  "builder-graceful-leave"])
 def test_services_running(host, unit):
     assert host.service(unit).is_running
 

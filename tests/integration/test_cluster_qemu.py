@@ -1,7 +1,8 @@
 """The HA database from cold VMs, through the CLI an operator uses: `builder cluster up`
 boots 3 x etcd-patroni and 1 x HAProxy from the baked images on a private network; each
-node configures itself from its seed. Then a primary crash under a steady writer, and the
-replacement of a dead node."""
+node configures itself from its seed. Then a primary crash under a steady writer, the
+replacement of a dead node, and the graceful power-off of the primary (switchover and etcd
+leave before it stops) with its slot's replacement."""
 
 from __future__ import annotations
 
@@ -157,6 +158,60 @@ def test_replace_dead_node_joins_etcd_and_patroni_as_replica(cluster):
     assert row["instance_id"] == replaced["instance_id"]
     assert row["patroni"]["state"] == "streaming"
     assert all(n["etcd"]["healthy"] for n in health.db_nodes(after).values())
+
+
+def _etcd_members(builder, name: str) -> list[str]:
+    """Member names in etcd's list, asked on node `name`."""
+    from builder.cluster.state import USER
+    from builder.cluster.vm import ssh
+
+    cluster = load(builder.state, "local")
+    node = cluster.node(name)
+    proc = ssh(cluster.vm(node), cluster.key, USER,
+               f"etcdctl --endpoints=http://{node.address}:2379 member list -w json", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return sorted(m.get("name", "") for m in json.loads(proc.stdout)["members"])
+
+
+def test_graceful_power_off_of_the_primary_switches_over_and_leaves_etcd(cluster):
+    """`cluster stop` of the primary, a power-off from inside as an autoscaling group
+    terminates an instance: before Patroni stops, its agent switches over to a streaming
+    replica and removes its own etcd member. No acknowledged write is lost, the outage is
+    the switchover's, and the slot's replacement joins etcd as a new member."""
+    builder, _, _ = cluster
+    status = _wait_healthy(builder)
+    dsn = status["endpoints"]["postgres"]["dsn"]
+    old = health.leader(status)
+    survivor = next(n for n in health.db_nodes(status) if n != old["name"])
+    writer = Writer(dsn).start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(writer.acks) < 20:
+            assert time.monotonic() < deadline, writer.errors[-5:]
+            time.sleep(0.5)
+        moment = time.monotonic()
+        stopped = _json(builder, "cluster", "stop", old["name"], timeout=600)
+        deadline = time.monotonic() + 60
+        while not [a for a in writer.acked_after(moment) if a.server != old["address"]]:
+            assert time.monotonic() < deadline, f"no write on the new primary: " \
+                                                f"{writer.errors[-5:]}"
+            time.sleep(1)
+        outage = writer.outage_around(moment)
+        time.sleep(2)
+    finally:
+        writer.stop()
+    leave = stopped["leave"]
+    assert leave and leave.get("switchover") == "done" and leave.get("etcd") == "removed", \
+        stopped
+    assert writer.missing(dsn) == [], "acknowledged writes lost"
+    assert old["name"] not in _etcd_members(builder, survivor)
+    print(f"graceful stop of the primary: write outage {outage:.1f} s, switchover "
+          f"{leave.get('seconds')} s, power-off done after {stopped['seconds']} s, "
+          f"{writer.misrouted} writes refused read-only, {len(writer.acks)} acknowledged")
+    _json(builder, "cluster", "replace", old["name"], timeout=1800)
+    after = _wait_healthy(builder)
+    assert health.db_nodes(after)[old["name"]]["patroni"]["state"] == "streaming", after
+    assert _etcd_members(builder, survivor) == sorted(health.db_nodes(after))
 
 
 @pytest.mark.parametrize("args, field", [

@@ -40,6 +40,26 @@ def address(report) -> str:
     return report["identity"]["address"]
 
 
+# `systemctl is-enabled` exits 0 for these (what testinfra's is_enabled counts as enabled).
+ENABLED_STATES = {"enabled", "enabled-runtime", "static", "alias", "indirect", "transient",
+                  "generated"}
+RUNNING_STATES = {"active", "activating", "reloading", "deactivating", "refreshing"}
+
+
+def unit_states(host, units: list[str]) -> dict[str, dict[str, str]]:
+    """`systemctl show` of every unit in one command ({name: {LoadState, ActiveState,
+    UnitFileState}}): each command is an SSH round trip and a sudo into a TCG guest."""
+    names = [u if "." in u else f"{u}.service" for u in units]
+    if not names:
+        return {}
+    out = host.check_output("systemctl show --property=Id,LoadState,ActiveState,UnitFileState"
+                            " -- " + " ".join(["%s"] * len(names)), *names)
+    blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+              for block in out.split("\n\n")]
+    # systemctl show keeps the order of its arguments; Id is the unit's canonical name.
+    return dict(zip(units, [b for b in blocks if b], strict=True))
+
+
 def starts_at_boot(host, unit: str) -> bool:
     """Whether systemd would start the unit at boot. A unit made by a generator (Quadlet)
     reports `generated`, which testinfra counts as enabled; it starts at boot only if the

@@ -4,7 +4,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 APT_PACKAGES := packer qemu-system-x86 qemu-utils mmdebstrap xorriso vde2 cloud-init \
                 openssh-client openssl e2fsprogs python3-venv etcd-server \
-                haproxy docker-registry
+                haproxy docker-registry patchelf
 export PACKER_CHECKPOINT_DISABLE := 1
 
 .PHONY: setup apt venv bake test test-unit test-vm lint bench clean

@@ -183,11 +183,17 @@ def _print_list(data: dict) -> None:
                    "project) when no FILE is given.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def verify_bundles(files, directory, as_json) -> None:
-    """Check bundles whole: layout, manifest, and every file against SHA256SUMS (exit 2 and
-    the file and entry on the first problem)."""
+    """Check bundles whole: layout, manifest, every file against SHA256SUMS, and a bundled
+    python unpacked elsewhere: no RPATH/RUNPATH leaving it, and it runs on its own libraries
+    (exit 2 and the file and entry on the first problem)."""
     from builder import bundles
+    from builder.vendoring import packed_python
 
     paths = list(files) or [b.path for b in bundles.available(_vendor_dir(directory))]
-    checked = [bundles.verify(p).as_json() for p in paths]
+    checked = []
+    for path in paths:
+        bundle = bundles.verify(path)
+        packed_python.check(bundle)
+        checked.append(bundle.as_json())
     emit({"verified": checked}, as_json,
          lambda d: [click.echo(f"ok  {b['path']}  sha256:{b['sha256']}") for b in d["verified"]])

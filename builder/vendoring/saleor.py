@@ -19,7 +19,7 @@ from packaging.version import Version
 from builder import bundles
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
-from builder.vendoring import common, pins
+from builder.vendoring import common, pins, relocatable, slim
 from builder.vendoring.common import Source, step
 
 DEFAULT_URL = "https://github.com/saleor/saleor/archive/refs/tags/{version}.tar.gz"
@@ -163,6 +163,16 @@ def _python(options: Options, dest: Path, work: Path, progress: Progress) -> str
     else:
         field = "--python-version"
         _uv_python(wanted, dest, work, progress)
+    with step(progress, "python-slim", "dropping test/, IDLE, Tk, config-*, site-packages"
+              ) as note:
+        before = _tree_size(dest)
+        slim.slim(dest)
+        note["done"] = f"{before / 1e6:.1f} MB -> {_tree_size(dest) / 1e6:.1f} MB"
+    with step(progress, "python-relocate", "RPATH/RUNPATH of its ELF files") as note:
+        # Errors name the file where the user can look at it: in --python-from's tree.
+        label = str(options.python_from) if options.python_from else "python (uv's download)"
+        changed = relocatable.make_relocatable(dest, options.python_from or dest, label)
+        note["done"] = f"{changed} rewritten to $ORIGIN" if changed else "already relocatable"
     info = _probe(dest / "bin" / "python3", field)
     where = options.python_from or "uv's download"
     if info["implementation"] != "cpython" or info["platform"] != "linux-x86_64":
@@ -174,6 +184,10 @@ def _python(options: Options, dest: Path, work: Path, progress: Progress) -> str
     if wanted and not (info["version"] + ".").startswith(wanted + "."):
         raise UserError(f"{where} is Python {info['version']}, not {wanted}", field=field)
     return info["version"]
+
+
+def _tree_size(root: Path) -> int:
+    return sum(p.lstat().st_size for p in root.rglob("*") if not p.is_dir() or p.is_symlink())
 
 
 def _probe(python: Path, field: str, relocated: bool = True) -> dict:

@@ -9,6 +9,7 @@ import base64
 import http.server
 import json
 import threading
+import time
 
 import pytest
 
@@ -26,8 +27,9 @@ class PatroniCluster:
     """GET /cluster, GET /primary and POST /switchover of a 3-member Patroni cluster, one
     server per member sharing the cluster's state (who leads)."""
 
-    def __init__(self, leader: str, lagging: tuple[str, ...] = ()):
+    def __init__(self, leader: str, lagging: tuple[str, ...] = (), answer_after: float = 0):
         self.leader = leader
+        self.answer_after = answer_after  # seconds Patroni takes to answer a switchover
         self.lagging = lagging
         self.switchovers: list[dict] = []
         self.servers = {name: self._serve(name) for name in ("db-0", "db-1", "db-2")}
@@ -71,6 +73,7 @@ class PatroniCluster:
                     return self._send(412, "leader name does not match")
                 cluster.switchovers.append(body)
                 cluster.leader = body["candidate"]
+                time.sleep(cluster.answer_after)
                 self._send(200, f"Successfully switched over to \"{body['candidate']}\"")
 
             def log_message(self, *args):
@@ -113,6 +116,14 @@ def test_a_lagging_standby_is_passed_over_and_a_replica_does_nothing(patroni_clu
     assert leave.hand_over("db-1", leave.Patroni(cluster.url("db-1"), *LOGIN)) == \
         {"primary": False}
     assert cluster.switchovers == []
+
+
+def test_a_switchover_answered_late_is_judged_by_the_new_primary(patroni_cluster,
+                                                                  monkeypatch):
+    monkeypatch.setattr(leave, "SWITCHOVER_TIMEOUT", 2.0)  # the POST gives up after 1 s
+    cluster = patroni_cluster(leader="db-0", answer_after=1.5)
+    report = leave.hand_over("db-0", leave.Patroni(cluster.url("db-0"), *LOGIN))
+    assert report["switchover"] == "done" and report["candidate"] == "db-2", report
 
 
 def test_a_refused_switchover_is_reported_not_hidden(patroni_cluster):

@@ -169,7 +169,8 @@ def leave_cluster(root) -> dict:
     auth = cfg["restapi"].get("authentication") or {}
     patroni = leave.Patroni(f"http://{cfg['restapi']['connect_address']}",
                             auth.get("username", ""), auth.get("password", ""))
-    report = leave.leave(cfg["name"], patroni, Client(f"http://127.0.0.1:{CLIENT_PORT}"),
+    local = Client(f"http://127.0.0.1:{CLIENT_PORT}", timeout=leave.ETCD_TIMEOUT)
+    report = leave.leave(cfg["name"], patroni, local,
                          etcd_data=root(ETCD_DATA) / cfg["scope"])
     path = root(leave.REPORT)
     path.parent.mkdir(parents=True, exist_ok=True)

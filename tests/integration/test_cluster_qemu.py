@@ -2,7 +2,7 @@
 boots 3 x etcd-patroni and 1 x HAProxy from the baked images on a private network; each
 node configures itself from its seed. Then a primary crash under a steady writer, the
 replacement of a dead node, and the graceful power-off of the primary (switchover and etcd
-leave before it stops) with its slot's replacement."""
+leave before it stops)."""
 
 from __future__ import annotations
 
@@ -176,8 +176,9 @@ def _etcd_members(builder, name: str) -> list[str]:
 def test_graceful_power_off_of_the_primary_switches_over_and_leaves_etcd(cluster):
     """`cluster stop` of the primary, a power-off from inside as an autoscaling group
     terminates an instance: before Patroni stops, its agent switches over to a streaming
-    replica and removes its own etcd member. No acknowledged write is lost, the outage is
-    the switchover's, and the slot's replacement joins etcd as a new member."""
+    replica and removes its own etcd member. No acknowledged write is lost and the outage is
+    the switchover's. (A replacement's join is test_replace_dead_node's: the slot is not
+    replaced again here, to keep the suite's time.)"""
     builder, _, _ = cluster
     status = _wait_healthy(builder)
     dsn = status["endpoints"]["postgres"]["dsn"]
@@ -208,10 +209,6 @@ def test_graceful_power_off_of_the_primary_switches_over_and_leaves_etcd(cluster
     print(f"graceful stop of the primary: write outage {outage:.1f} s, switchover "
           f"{leave.get('seconds')} s, power-off done after {stopped['seconds']} s, "
           f"{writer.misrouted} writes refused read-only, {len(writer.acks)} acknowledged")
-    _json(builder, "cluster", "replace", old["name"], timeout=1800)
-    after = _wait_healthy(builder)
-    assert health.db_nodes(after)[old["name"]]["patroni"]["state"] == "streaming", after
-    assert _etcd_members(builder, survivor) == sorted(health.db_nodes(after))
 
 
 @pytest.mark.parametrize("args, field", [

@@ -17,22 +17,21 @@ def line(report: dict) -> str:
     return f"{PREFIX} {report.get('state', 'unknown')} {instance}"
 
 
-def announce(report: dict, console: Path = CONSOLE) -> bool:
+def _write(text: str, console: Path) -> bool:
     """Whether the line reached the console (a rehearsal or an unprivileged run has none)."""
     try:
         with open(console, "w") as fh:
-            fh.write("\n" + line(report) + "\n")
+            fh.write(f"\n{text}\n")
     except OSError:
         return False
     return True
+
+
+def announce(report: dict, console: Path = CONSOLE) -> bool:
+    return _write(line(report), console)
 
 
 def announce_leave(report: dict, console: Path = CONSOLE) -> bool:
     """The graceful leave's outcome on the console: the journal of a powered-off node is
     out of reach, and the console log is what the host keeps."""
-    try:
-        with open(console, "w") as fh:
-            fh.write(f"\n{LEAVE_PREFIX} {json.dumps(report, sort_keys=True)}\n")
-    except OSError:
-        return False
-    return True
+    return _write(f"{LEAVE_PREFIX} {json.dumps(report, sort_keys=True)}", console)

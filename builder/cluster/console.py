@@ -39,18 +39,19 @@ class ConsoleWatch:
                 self.state = words[2]
         return self.state
 
-    def leave(self) -> dict | None:
-        """The report of the last graceful leave announced on this console, if any."""
-        try:
-            text = self.path.read_text(errors="replace")
-        except OSError:
-            return None
-        found = None
-        for raw in text.splitlines():
-            raw = raw.strip()
-            if raw.startswith(LEAVE_PREFIX + " "):
-                try:
-                    found = json.loads(raw[len(LEAVE_PREFIX) + 1:])
-                except ValueError:
-                    continue
-        return found
+
+def leave_report(path: Path) -> dict | None:
+    """The report of the last graceful leave announced on a console, if any."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    found = None
+    for raw in text.splitlines():
+        raw = raw.strip()
+        if raw.startswith(LEAVE_PREFIX + " "):
+            try:
+                found = json.loads(raw[len(LEAVE_PREFIX) + 1:])
+            except ValueError:
+                continue
+    return found

@@ -22,7 +22,7 @@ from pathlib import Path
 from builder import spec as specs
 from builder.bake import accel, sshkey
 from builder.cluster import probe, seed
-from builder.cluster.console import ConsoleWatch
+from builder.cluster.console import ConsoleWatch, leave_report
 from builder.cluster.network import Switch
 from builder.cluster.state import USER, Cluster, Node, directory, load, locked
 from builder.cluster.vm import VM, free_port, mac_address, ssh
@@ -143,7 +143,8 @@ def wait_ready(cluster: Cluster, nodes: list[Node], started: dict[str, float],
             now = time.monotonic()
             due = [node for name, node in pending.items()
                    if watches[name].poll() or now - asked_at[name] >= UNANNOUNCED_POLL]
-            asked = list(pool.map(lambda node: _boot_report(cluster, node), due))
+            asked = list(pool.map(
+                lambda node: probe.agent_report(cluster.vm(node), cluster.key, USER), due))
             for node, report in zip(due, asked, strict=True):
                 asked_at[node.name] = time.monotonic()
                 if _settled(node.name, report):
@@ -161,11 +162,6 @@ def _check_running(cluster: Cluster, node: Node) -> None:
     vm = cluster.vm(node)
     if not vm.running():
         raise OperationError(f"{node.name}: VM powered off while booting (see {vm.console})")
-
-
-def _boot_report(cluster: Cluster, node: Node) -> dict | None:
-    _check_running(cluster, node)
-    return probe.agent_report(cluster.vm(node), cluster.key, USER)
 
 
 def _settled(name: str, report: dict | None) -> bool:
@@ -295,7 +291,7 @@ def stop(env_name: str | None, name: str, timeout: float = STOP_TIMEOUT) -> dict
                                  f"poweroff`: powered off hard (see {vm.console})")
         time.sleep(1)
     return {"node": name, "stopped": True, "seconds": round(time.monotonic() - started, 1),
-            "leave": ConsoleWatch(vm.console, node.instance_id).leave()}
+            "leave": leave_report(vm.console)}
 
 
 def start(env_name: str | None, name: str, timeout: float) -> dict:

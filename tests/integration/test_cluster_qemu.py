@@ -36,6 +36,24 @@ def _wait_healthy(builder, timeout: float = 600) -> dict:
     return health.wait_whole(lambda: _status(builder), timeout, interval=5)[0]
 
 
+def _writing(writer: Writer, acks: int = 20) -> None:
+    """Until the writer has `acks` acknowledged writes (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while len(writer.acks) < acks:
+        assert time.monotonic() < deadline, writer.errors[-5:]
+        time.sleep(0.5)
+
+
+def _await_write_off(writer: Writer, moment: float, address: str, timeout: float,
+                     what: str) -> None:
+    """Until a write taken after `moment` was acknowledged by a server other than
+    `address`."""
+    deadline = time.monotonic() + timeout
+    while not [a for a in writer.acked_after(moment) if a.server != address]:
+        assert time.monotonic() < deadline, f"{what}: {writer.errors[-5:]}"
+        time.sleep(1)
+
+
 def _server(dsn: str) -> tuple[str, bool]:
     with psycopg.connect(dsn, autocommit=True, **CONNECT) as conn:
         addr, recovery = conn.execute("SELECT host(inet_server_addr()), pg_is_in_recovery()"
@@ -116,18 +134,11 @@ def test_primary_crash_loses_no_acknowledged_write(cluster):
     old = health.leader(status)
     writer = Writer(dsn).start()
     try:
-        deadline = time.monotonic() + 30
-        while len(writer.acks) < 20:
-            assert time.monotonic() < deadline, writer.errors[-5:]
-            time.sleep(0.5)
+        _writing(writer)
         killed = _json(builder, "cluster", "kill", old["name"])
         assert killed["killed"]
         moment = time.monotonic()
-        deadline = moment + 180
-        while not [a for a in writer.acked_after(moment) if a.server != old["address"]]:
-            assert time.monotonic() < deadline, f"no write taken after the kill: " \
-                                                f"{writer.errors[-5:]}"
-            time.sleep(1)
+        _await_write_off(writer, moment, old["address"], 180, "no write taken after the kill")
         outage = writer.outage_around(moment)
         _json(builder, "cluster", "start", old["name"], timeout=1200)
         after = _wait_healthy(builder)
@@ -186,17 +197,10 @@ def test_graceful_power_off_of_the_primary_switches_over_and_leaves_etcd(cluster
     survivor = next(n for n in health.db_nodes(status) if n != old["name"])
     writer = Writer(dsn).start()
     try:
-        deadline = time.monotonic() + 30
-        while len(writer.acks) < 20:
-            assert time.monotonic() < deadline, writer.errors[-5:]
-            time.sleep(0.5)
+        _writing(writer)
         moment = time.monotonic()
         stopped = _json(builder, "cluster", "stop", old["name"], timeout=600)
-        deadline = time.monotonic() + 60
-        while not [a for a in writer.acked_after(moment) if a.server != old["address"]]:
-            assert time.monotonic() < deadline, f"no write on the new primary: " \
-                                                f"{writer.errors[-5:]}"
-            time.sleep(1)
+        _await_write_off(writer, moment, old["address"], 60, "no write on the new primary")
         outage = writer.outage_around(moment)
         time.sleep(2)
     finally:

@@ -3,8 +3,8 @@ an SSH login per poll)."""
 
 from __future__ import annotations
 
-from builder.agent.announce import announce, line
-from builder.cluster.console import ConsoleWatch
+from builder.agent.announce import announce, announce_leave, line
+from builder.cluster.console import ConsoleWatch, leave_report
 
 REPORT = {"state": "ready", "identity": {"instance_id": "i-new"}}
 
@@ -46,3 +46,18 @@ def test_announce_writes_one_line_and_says_when_it_could_not(tmp_path):
     assert target.read_text().strip() == "builder-agent: boot ready i-new"
     assert announce(REPORT, tmp_path / "no" / "such" / "console") is False
     assert line({}) == "builder-agent: boot unknown -"
+
+
+def test_the_last_leave_report_is_read_back_from_the_console(tmp_path):
+    console = tmp_path / "console.log"
+    assert leave_report(console) is None
+    assert announce_leave({"etcd": "kept"}, console)
+    with open(console, "a") as fh:
+        fh.write("noise\nbuilder-agent: leave {not json\n")
+    report = {"etcd": "removed", "switchover": "done"}
+    with open(console, "a") as fh:
+        fh.write("\n")
+    announce_leave(report, tmp_path / "second")
+    with open(console, "a") as fh:
+        fh.write((tmp_path / "second").read_text())
+    assert leave_report(console) == report

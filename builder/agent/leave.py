@@ -69,12 +69,11 @@ class Patroni:
     timeout: float = 5.0
 
     def _request(self, path: str, body: dict | None = None) -> tuple[int, str]:
-        req = urllib.request.Request(self.url.rstrip("/") + path, method="GET")
-        if body is not None:
-            req = urllib.request.Request(self.url.rstrip("/") + path, method="POST",
-                                         data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(self.url.rstrip("/") + path)
+        if body is not None:  # a write: JSON, behind the API's basic-auth login
             login = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            req.data = json.dumps(body).encode()
+            req.add_header("Content-Type", "application/json")
             req.add_header("Authorization", f"Basic {login}")
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as resp:

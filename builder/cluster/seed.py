@@ -16,10 +16,12 @@ from builder.spec import Environment, RoleSpec
 
 
 def user_data(role: RoleSpec, env: Environment, project: Project, *, peers: dict,
-              secrets: dict, ssh_keys: list[str]) -> str:
+              secrets: dict, ssh_keys: list[str], settings: dict | None = None) -> str:
     """The role's boot user-data for one instance, plus operator SSH keys for the default
-    user (how a person or a test logs in: the image itself carries no user with a key)."""
-    ctx = context_for(role, "qemu", env) | {"seed": {"peers": peers, "secrets": secrets}}
+    user (how a person or a test logs in: the image itself carries no user with a key)
+    and the node agent's `settings` for this instance."""
+    ctx = context_for(role, "qemu", env) | {
+        "seed": {"peers": peers, "secrets": secrets, "settings": dict(settings or {})}}
     text = render_template(jinja_env(project), user_data_template(project, role.role), ctx,
                            project.display(role.path))
     data = yaml.safe_load(text)

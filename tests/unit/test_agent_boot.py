@@ -161,6 +161,33 @@ def test_app_database_names_must_be_sql_identifiers(tmp_path):
     assert report["state"] == "failed" and "app_user" in report["error"]
 
 
+def test_patroni_timing_from_the_nodes_settings(tmp_path):
+    """A TCG cluster's longer ttl (builder/cluster/manage.py TCG_SETTINGS) reaches Patroni,
+    and the watchdog still fires before the leader key expires."""
+    root = prepare(tmp_path, "etcd-patroni", settings={
+        "patroni_ttl": 60, "patroni_loop_wait": 5, "patroni_retry_timeout": 15})
+    report = rehearse(root)
+    assert report["state"] == "ready", report.get("error")
+    conf = yaml.safe_load(root("/etc/patroni/config.yml").read_text())
+    dcs = conf["bootstrap"]["dcs"]
+    assert (dcs["ttl"], dcs["loop_wait"], dcs["retry_timeout"]) == (60, 5, 15)
+    assert dcs["primary_start_timeout"] == 10
+    assert 0 < conf["watchdog"]["safety_margin"] < dcs["ttl"]
+    assert report["result"]["timing"]["ttl"] == 60
+
+
+@pytest.mark.parametrize("settings, field", [
+    ({"patroni_ttl": 10}, "patroni_ttl"),
+    ({"patroni_ttl": "60"}, "patroni_ttl"),
+    ({"patroni_loop_wait": 0}, "patroni_loop_wait"),
+    ({"patroni_retry_timeout": True}, "patroni_retry_timeout"),
+    ({"patroni_ttl": 20, "patroni_retry_timeout": 10}, "exceeds ttl 20"),
+])
+def test_patroni_timing_patroni_would_refuse_fails_the_boot(tmp_path, settings, field):
+    report = rehearse(prepare(tmp_path, "etcd-patroni", settings=settings))
+    assert report["state"] == "failed" and field in report["error"], report.get("error")
+
+
 def test_watchdog_is_automatic_when_softdog_gives_a_device(tmp_path):
     root = prepare(tmp_path, "etcd-patroni")
     root("/dev").mkdir()

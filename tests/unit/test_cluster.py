@@ -228,3 +228,24 @@ def test_status_names_the_user_of_stats_and_metrics_and_never_the_password(tmp_p
                               "url": "http://127.0.0.1:48080/metrics"}
     assert out["stats"]["user"] == "stats"
     assert "sample-not-a-secret" not in json.dumps(out)
+
+
+@pytest.mark.parametrize("accel", ["tcg", "kvm"])
+def test_a_tcg_cluster_gives_patroni_a_longer_ttl_through_node_settings(accel):
+    """Under TCG a starved guest stalls past Patroni's 15 s watchdog: the seed's node.yaml
+    carries the longer timing; under KVM the image's own timing stands."""
+    project = find_project(start=REPO)
+    roles = specs.load_roles(project)
+    env = specs.load_environment("local", project, roles)
+    role = roles["etcd-patroni"]
+    text = seed.user_data(role, env, project, peers={}, ssh_keys=[],
+                          secrets={name: "x" for name in role.secrets},
+                          settings=manage.boot_settings(accel, "etcd-patroni"))
+    files = {f["path"]: f for f in yaml.safe_load(text)["write_files"]}
+    node = yaml.safe_load(files["/etc/builder/node.yaml"]["content"])
+    if accel == "tcg":
+        assert node["settings"] == manage.TCG_SETTINGS["etcd-patroni"]
+        assert node["settings"]["patroni_ttl"] > 20
+    else:
+        assert node["settings"] == {}
+    assert manage.boot_settings(accel, "haproxy") == {}

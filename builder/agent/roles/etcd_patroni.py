@@ -18,6 +18,10 @@ which cost ~25 s of write outage per node crash in our lab (notes/ha.md):
   spend 5 minutes restarting in place before anyone fails over; with synchronous_mode a
   synchronous standby holds every acknowledged commit, so failing over after 10 s loses
   nothing and shortens the outage.
+- settings `patroni_ttl`, `patroni_loop_wait` and `patroni_retry_timeout` replace the
+  first three, checked against the same rule: a host whose guests stall for seconds (a
+  local cluster under QEMU's emulation, builder/cluster/manage.py) needs a longer ttl,
+  or the watchdog (ttl - 5 s) resets a primary that was only starved.
 - watchdog `automatic` when softdog loads: a primary whose Patroni died is reset before
   its leader key expires, so it cannot keep taking writes; `off` where there is none.
 
@@ -47,6 +51,7 @@ PATRONI_CONFIG = "/etc/patroni/config.yml"  # Debian's patroni.service reads thi
 ETCD_DATA = "/var/lib/etcd"
 WATCHDOG = "/dev/watchdog"
 TIMING = {"ttl": 20, "loop_wait": 5, "retry_timeout": 5, "primary_start_timeout": 10}
+WATCHDOG_SAFETY_MARGIN = 5  # patroni.yml.j2: the watchdog fires at ttl minus this
 CLIENT_PORT, PEER_PORT = 2379, 2380
 GUARD_ENV = "/etc/default/builder-etcd-leader-guard"
 LEAVE_UNIT = "builder-graceful-leave"
@@ -88,6 +93,27 @@ def decide(inputs: Inputs, node: dict) -> etcd_join.Decision:
                             rounds=int(inputs.setting("etcd_ask_rounds", 3)))
 
 
+def timing(inputs: Inputs) -> dict:
+    """TIMING with the node's `patroni_*` settings, refused unless Patroni would accept it
+    and the watchdog would still fire before the leader key expires."""
+    chosen = dict(TIMING)
+    for key in ("ttl", "loop_wait", "retry_timeout"):
+        value = inputs.setting(f"patroni_{key}", chosen[key])
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise AgentError(f"setting patroni_{key}: expected a whole number of seconds "
+                             f"(>= 1), got {value!r}")
+        chosen[key] = value
+    if chosen["ttl"] < 20:
+        raise AgentError(f"setting patroni_ttl: {chosen['ttl']} is below 20, the smallest "
+                         "ttl Patroni accepts")
+    if chosen["loop_wait"] + 2 * chosen["retry_timeout"] > chosen["ttl"]:
+        raise AgentError(f"settings patroni_*: loop_wait {chosen['loop_wait']} + 2 x "
+                         f"retry_timeout {chosen['retry_timeout']} exceeds ttl "
+                         f"{chosen['ttl']} (Patroni's rule: a leader that misses one loop "
+                         "and retries twice must still hold its lock)")
+    return chosen
+
+
 def context(inputs: Inputs, decision: etcd_join.Decision, watchdog: str) -> dict:
     return {
         "node": inputs.node(),
@@ -96,7 +122,8 @@ def context(inputs: Inputs, decision: etcd_join.Decision, watchdog: str) -> dict
         "secrets": inputs.secrets,
         "etcd": {"initial_cluster": decision.initial_cluster,
                  "initial_cluster_state": decision.state, "token": decision.token},
-        "timing": dict(TIMING),
+        "timing": timing(inputs),
+        "watchdog_safety_margin": WATCHDOG_SAFETY_MARGIN,
         "synchronous_mode": bool(inputs.setting("synchronous_mode", True)),
         "watchdog_mode": watchdog,
     }
@@ -135,7 +162,7 @@ def configure(inputs: Inputs) -> dict:
     templating.write(inputs.root, GUARD_ENV, f"PATRONI_URL=http://{node['address']}:8008\n")
     report = {"files": [ETCD_ENV, PATRONI_CONFIG, APP_DATABASE, APP_PASSWORD, GUARD_ENV],
               "node": node["name"],
-              "etcd": decision.as_dict(), "watchdog": watchdog}
+              "etcd": decision.as_dict(), "watchdog": watchdog, "timing": ctx["timing"]}
     inputs.services.restart("etcd")
     dry = inputs.services.dry_run
     if decision.learner and not dry:

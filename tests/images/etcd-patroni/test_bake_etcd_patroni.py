@@ -57,7 +57,7 @@ def test_rendered_patroni_config_is_valid(host):
         "secrets": {"patroni_api_password": "a", "postgres_superuser_password": "b",
                     "postgres_replication_password": "c"},
         "timing": {"ttl": 20, "loop_wait": 5, "retry_timeout": 5, "primary_start_timeout": 10},
-        "synchronous_mode": True, "watchdog_mode": "automatic",
+        "synchronous_mode": True, "watchdog_mode": "automatic", "watchdog_safety_margin": 5,
     }
     with rendered_in_image(host, "/usr/share/builder/templates/etcd-patroni/patroni.yml.j2",
                            context, "/tmp/patroni-test.yml") as path:

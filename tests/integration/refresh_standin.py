@@ -51,6 +51,17 @@ desired version's AMI (moto does not track the launch template version of a repl
 moto reuses the number of a deleted latest version, AWS never does; only the latest version
 can be deleted here.
 
+moto keeps lifecycle hooks (PutLifecycleHook, DescribeLifecycleHooks) but has no lifecycle
+actions: it terminates at once and has no CompleteLifecycleAction. `hold_for_termination`
+does what a group does when it terminates an instance with termination hooks (one pending
+action per autoscaling:EC2_INSTANCE_TERMINATING hook, the instance in Terminating:Wait) and
+CompleteLifecycleAction answers under the API Reference's rules: LifecycleActionResult
+CONTINUE or ABANDON; the instance identified by InstanceId or LifecycleActionToken; only an
+action still pending for that group, hook and instance can be completed (ValidationError
+"No active Lifecycle Action found with instance ID ...", which is also what a second
+completion gets). When the instance's last pending action is completed it is terminated in
+moto.
+
 Fault injection: `start_faults` (each StartInstanceRefresh request takes the next: "500" is a
 retryable InternalFailure, "close" drops the connection before anything happens,
 "close-after-start" starts the refresh and then drops the connection) and `unhealthy_images`
@@ -80,6 +91,8 @@ AUTOSCALING_NS = "http://autoscaling.amazonaws.com/doc/2011-01-01/"
 EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
 REFRESH_ACTIONS = {"StartInstanceRefresh", "DescribeInstanceRefreshes",
                    "CancelInstanceRefresh", "RollbackInstanceRefresh"}
+LIFECYCLE_ACTIONS = {"CompleteLifecycleAction"}
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 ACTIVE = {"Pending", "InProgress", "Cancelling", "RollbackInProgress", "Baking"}
 _MODEL = botocore.session.get_session().get_service_model("autoscaling")
 
@@ -168,6 +181,9 @@ class InstanceRefreshStandIn:
             self.start_requests: list[dict] = []     # every StartInstanceRefresh received
             self.start_faults: list[str] = []
             self.unhealthy_images: set[str] = set()
+            # (group, hook, instance) -> its lifecycle action token, while in Terminating:Wait
+            self.lifecycle_actions: dict[tuple[str, str, str], str] = {}
+            self.completed: list[dict] = []          # every CompleteLifecycleAction accepted
             self.ids = itertools.count(1)
 
     def close(self) -> None:
@@ -190,7 +206,7 @@ class InstanceRefreshStandIn:
         form = dict(urllib.parse.parse_qsl(body.decode("utf-8", "replace"),
                                            keep_blank_values=True))
         action = form.get("Action", "")
-        if service == "autoscaling" and action in REFRESH_ACTIONS:
+        if service == "autoscaling" and action in REFRESH_ACTIONS | LIFECYCLE_ACTIONS:
             self._answer_autoscaling(req, region, action, form)
         elif service == "ec2" and action == "DeleteLaunchTemplateVersions":
             self._answer_delete_versions(req, region, form)
@@ -361,6 +377,53 @@ class InstanceRefreshStandIn:
                           f"Scaling group {name}")
         return refresh
 
+    # ------------------------------------------------------------------ lifecycle hooks
+
+    def hold_for_termination(self, region: str, group: str, instance_id: str) -> list[str]:
+        """The group terminates `instance_id`: a pending action per termination hook (the
+        hooks' names), or the instance terminated at once when the group has none."""
+        hooks = [h["LifecycleHookName"] for h in self._client(
+            "autoscaling", region).describe_lifecycle_hooks(
+                AutoScalingGroupName=group)["LifecycleHooks"]
+                 if h["LifecycleTransition"] == TERMINATING]
+        with self.lock:
+            for hook in hooks:
+                self.lifecycle_actions[(group, hook, instance_id)] = \
+                    f"standin-token-{next(self.ids)}"
+        if not hooks:
+            self._terminate(region, instance_id)
+        return hooks
+
+    def waiting(self, instance_id: str) -> bool:
+        """Whether the instance is in Terminating:Wait."""
+        return any(key[2] == instance_id for key in self.lifecycle_actions)
+
+    def _complete_lifecycle_action(self, region: str, params: dict) -> dict:
+        result = params.get("LifecycleActionResult")
+        if result not in ("CONTINUE", "ABANDON"):
+            raise Refused("ValidationError", f"Invalid LifecycleActionResult {result!r}: "
+                                             "CONTINUE or ABANDON")
+        instance, token = params.get("InstanceId"), params.get("LifecycleActionToken")
+        if not (instance or token):
+            raise Refused("ValidationError", "Either InstanceId or LifecycleActionToken "
+                                             "must be specified")
+        group, hook = params["AutoScalingGroupName"], params["LifecycleHookName"]
+        self._group(region, group)
+        key = next((k for k, t in self.lifecycle_actions.items()
+                    if k[:2] == (group, hook) and (k[2] == instance or t == token)), None)
+        if key is None:
+            raise Refused("ValidationError", f"No active Lifecycle Action found with "
+                                             f"instance ID {instance or token}")
+        del self.lifecycle_actions[key]
+        self.completed.append(copy.deepcopy(params))
+        if not self.waiting(key[2]):
+            self._terminate(region, key[2])
+        return {}
+
+    def _terminate(self, region: str, instance_id: str) -> None:
+        self._client("autoscaling", region).terminate_instance_in_auto_scaling_group(
+            InstanceId=instance_id, ShouldDecrementDesiredCapacity=False)
+
     # ------------------------------------------------------------------ progress
 
     def _set_template(self, refresh: Refresh, spec: dict) -> None:
@@ -370,12 +433,10 @@ class InstanceRefreshStandIn:
                     k: v for k, v in spec.items() if k in ("LaunchTemplateId", "Version")})
 
     def _replace(self, refresh: Refresh, ids: list[str]) -> list[str]:
-        asg = self._client("autoscaling", refresh.region)
         before = {i["InstanceId"] for i in self._group(refresh.region, refresh.group)[
             "Instances"]}
         for iid in ids:
-            asg.terminate_instance_in_auto_scaling_group(
-                InstanceId=iid, ShouldDecrementDesiredCapacity=False)
+            self._terminate(refresh.region, iid)
         after = {i["InstanceId"] for i in self._group(refresh.region, refresh.group)[
             "Instances"]}
         return sorted(after - before)

@@ -17,15 +17,12 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import boto3
 import pytest
 from bad_endpoint import BadEndpoint, closed_port
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
-from refresh_standin import InstanceRefreshStandIn
 
 from builder.agent.discovery import aws_tags
 from builder.bake.targets import aws as aws_target
@@ -50,27 +47,6 @@ aws:
 
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def moto_url():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        yield f"http://{host}:{port}"
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
-def standin(moto_url):
-    """The instance-refresh stand-in in front of moto: builder's endpoint."""
-    server = InstanceRefreshStandIn(moto_url)
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 class World:
@@ -184,21 +160,8 @@ class World:
 
 
 @pytest.fixture
-def world(moto_url, standin, tmp_path, monkeypatch):
-    standin.reset()
-    with urllib.request.urlopen(urllib.request.Request(
-            f"{moto_url}/moto-api/reset", method="POST"), timeout=10):
-        pass
-    for var in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", standin.url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    # Never look for credentials or config anywhere but here (no IMDS, no ~/.aws).
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+def world(aws_sandbox, moto_url, tmp_path, monkeypatch):
+    """moto and the stand-in emptied, boto3 pointed at them (tests/conftest.py)."""
     monkeypatch.setenv("BUILDER_STATE", str(tmp_path / "state"))
     monkeypatch.chdir(ROOT)
     return World(moto_url, tmp_path)

@@ -4,7 +4,9 @@
 and exits 1 only when the boot failed; `status` changes nothing; `refresh` boots again only
 if discovery sees other peers than the last boot (HAProxy's timer); `etcd-leader-guard`
 runs until stopped on etcd-patroni nodes (builder/agent/etcd_leader.py); `leave` hands over
-the primary and leaves etcd when an etcd-patroni node powers off (builder/agent/leave.py).
+the primary and leaves etcd when an etcd-patroni node powers off (builder/agent/leave.py);
+`lifecycle-watch` runs that leave on AWS when the Auto Scaling group terminates the instance,
+then completes the group's lifecycle action (builder/agent/lifecycle.py).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="builder-agent", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["boot", "status", "refresh", "etcd-leader-guard",
-                                                "leave"],
+                                                "leave", "lifecycle-watch"],
                         nargs="?", default="status")
     parser.add_argument("--root", help=f"prefix of every absolute path (default ${ENV_VAR} "
                         "or /): rehearse a boot into a directory")
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--patroni-url", help="etcd-leader-guard: this node's Patroni REST API")
     parser.add_argument("--etcd-url", default="http://127.0.0.1:2379",
                         help="etcd-leader-guard: this node's etcd client URL")
+    parser.add_argument("--interval", type=float, default=5.0,
+                        help="lifecycle-watch: seconds between looks at IMDS (1 to 60)")
     args = parser.parse_args(argv)
     if args.command == "etcd-leader-guard":
         if not args.patroni_url:
@@ -63,11 +67,17 @@ def main(argv: list[str] | None = None) -> int:
         guard(args.etcd_url, args.patroni_url, log=lambda line: print(line, flush=True))
         return 0
     root = Root(args.root)
-    if args.command == "leave":
+    if args.command in ("leave", "lifecycle-watch"):
+        from builder.agent import lifecycle
         from builder.agent.roles.etcd_patroni import leave_cluster
 
-        report = leave_cluster(root)
-        announce_leave(report)
+        if args.command == "leave":
+            report = leave_cluster(root)
+        else:
+            report = lifecycle.watch(root, interval=args.interval,
+                                     log=lambda line: print(f"lifecycle: {line}", flush=True))
+        if root.is_system:
+            announce_leave(report)
         print(json.dumps(report, indent=2))
         return 0
     if args.command == "status":

@@ -1,6 +1,8 @@
 """Graceful leave of an etcd-patroni node that powers off for good (replaced, scaled in):
 run by builder-graceful-leave.service's ExecStop, which systemd stops before Patroni and
-etcd because the unit is ordered after them.
+etcd because the unit is ordered after them; on AWS first by the lifecycle watcher
+(builder/agent/lifecycle.py) while the group holds the instance in Terminating:Wait, so
+the power-off's run that follows finds nothing left to do.
 
 A crash costs the cluster a leader-key expiry (~22 s of write outage here, notes/ha.md)
 and leaves a dead etcd member that only the replacement's agent removes. Leaving instead:
@@ -198,12 +200,17 @@ def leave(me: str, patroni: Patroni, local: Client, *, etcd_data: Path,
         report.update(hand_over(me, patroni))
     except (AgentError, ValueError) as exc:
         report["switchover"] = f"skipped: {exc}"
-    try:
-        # A membership change waits for a raft commit: seconds on a starved guest.
-        report.update(leave_etcd(me, local, client_for or (
-            lambda m: Client(m.client_urls[0], timeout=ETCD_TIMEOUT))))
-    except EtcdError as exc:
-        report["etcd"] = f"member kept: {exc}"
+    if etcd_data is not None and not (etcd_data / "member").is_dir():
+        # An earlier leave (the lifecycle hook's, builder/agent/lifecycle.py) removed the
+        # member and its data, and the local etcd stopped: nothing is left to ask or remove.
+        report["etcd"] = "not a member: left before (no local data)"
+    else:
+        try:
+            # A membership change waits for a raft commit: seconds on a starved guest.
+            report.update(leave_etcd(me, local, client_for or (
+                lambda m: Client(m.client_urls[0], timeout=ETCD_TIMEOUT))))
+        except EtcdError as exc:
+            report["etcd"] = f"member kept: {exc}"
     if report.get("etcd") == "removed":
         # Its member is gone from the cluster: this data could never start again.
         shutil.rmtree(etcd_data / "member", ignore_errors=True)

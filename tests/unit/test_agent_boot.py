@@ -18,12 +18,14 @@ import pytest
 import yaml
 
 from builder.agent import boot, etcd_join
+from builder.agent.metadata import ec2
 from builder.agent.paths import Root
 from builder.agent.services import Services
 from builder.project import find_project
 from builder.spec import load_roles
 
 from .helpers import REPO
+from .imds_standin import IMDSStandIn
 from .test_agent_config import install, user_data
 
 CIDR = "10.20.0.0/24"
@@ -98,6 +100,26 @@ def test_db_node_boots_ready_with_services_in_order(db):
     assert set(report["timings"]) == {"identity", "config", "secrets", "discovery", "role"}
     assert report["result"]["etcd"]["state"] == "new"
     assert "-value" not in root(boot.STATUS_FILE).read_text()  # no secret in the report
+
+
+def test_on_ec2_the_db_node_also_watches_its_lifecycle(tmp_path, monkeypatch):
+    """The watcher (builder/agent/lifecycle.py) starts only where the metadata is EC2's:
+    the NoCloud boot above does not start it."""
+    root = prepare(tmp_path, "etcd-patroni")
+    data = json.loads(root("/run/cloud-init/instance-data.json").read_text())
+    data["v1"]["platform"] = "ec2"
+    root("/run/cloud-init/instance-data.json").write_text(json.dumps(data))
+    imds = IMDSStandIn({"instance-id": "i-0db", "local-hostname": "ip-127-0-0-12",
+                        "local-ipv4": ADDRESS["etcd-patroni"], "placement/region": "us-east-1"})
+    monkeypatch.setattr(ec2, "ENDPOINT", imds.url)
+    try:
+        report = rehearse(root)
+    finally:
+        imds.close()
+    assert report["state"] == "ready", report.get("error")
+    assert report["identity"]["source"] == "ec2"
+    assert commands(report)[-2:] == ["systemctl start builder-graceful-leave",
+                                     "systemctl start builder-lifecycle-watch"]
 
 
 def test_etcd_env_starts_a_new_cluster_of_all_discovered_peers(db):

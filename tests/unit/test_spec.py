@@ -51,7 +51,8 @@ def test_values_come_from_the_yaml(real):
     assert db.base.suite == "trixie" and db.base.url is None
     assert db.ports == [2379, 2380, 5432, 8008]
     assert [s.name for s in db.services] == ["etcd", "patroni", "builder-etcd-leader-guard",
-                                             "builder-graceful-leave"]
+                                             "builder-graceful-leave",
+                                             "builder-lifecycle-watch"]
     assert "patroni" in db.package_names and "postgresql-17" in db.package_names
     assert db.targets.qemu.memory == 1536 and db.targets.qemu.disk_size == "6G"
     assert db.targets.aws.instance_type == "t3.medium" and db.targets.aws.volume_size == 20
@@ -60,7 +61,8 @@ def test_values_come_from_the_yaml(real):
     assert [(f.dest, f.mode) for f in db.files] == [
         ("/usr/lib/builder/patroni-post-bootstrap", "0755"),
         ("/etc/systemd/system/builder-etcd-leader-guard.service", "0644"),
-        ("/etc/systemd/system/builder-graceful-leave.service", "0644")]
+        ("/etc/systemd/system/builder-graceful-leave.service", "0644"),
+        ("/etc/systemd/system/builder-lifecycle-watch.service", "0644")]
 
     api = loaded["saleor-api"]
     unit = next(f for f in api.files if f.src == "saleor-api.service")

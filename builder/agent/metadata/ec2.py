@@ -13,8 +13,8 @@ TOKEN_TTL = "300"
 
 
 class IMDS:
-    def __init__(self, endpoint: str = ENDPOINT, timeout: float = 2.0):
-        self.endpoint = endpoint.rstrip("/")
+    def __init__(self, endpoint: str | None = None, timeout: float = 2.0):
+        self.endpoint = (endpoint or ENDPOINT).rstrip("/")
         self.timeout = timeout
         self.token: str | None = None
 
@@ -28,6 +28,17 @@ class IMDS:
         return self.token
 
     def get(self, path: str) -> str | None:
+        try:
+            return self._get(path)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 401:
+                raise
+            # The session token expired (TOKEN_TTL) under a long-running watcher
+            # (builder/agent/lifecycle.py): one new token, one more try.
+            self.token = None
+            return self._get(path)
+
+    def _get(self, path: str) -> str | None:
         req = urllib.request.Request(f"{self.endpoint}/latest/meta-data/{path}",
                                      headers={"X-aws-ec2-metadata-token": self._token()})
         try:
@@ -39,7 +50,7 @@ class IMDS:
             raise
 
 
-def read(timeout: float = 2.0, endpoint: str = ENDPOINT) -> Identity | None:
+def read(timeout: float = 2.0, endpoint: str | None = None) -> Identity | None:
     imds = IMDS(endpoint, timeout)
     try:
         instance_id = imds.get("instance-id")

@@ -29,7 +29,8 @@ Settings: `ready_timeout` (s, default 600: a replica's first basebackup takes a 
 `etcd_ready_timeout` (60), `synchronous_mode` (true), `etcd_ask_rounds` (3: how many
 times, a second apart, the peers are asked for a running cluster before starting new),
 `app_user` and `app_database` (saleor: the application's role and database, created once
-by Patroni's post_bootstrap hook with the `saleor_db_password` secret).
+by Patroni's post_bootstrap hook with the `saleor_db_password` secret), `lifecycle_hook`
+(builder-graceful-leave: the termination hook the AWS watcher completes, lifecycle.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ WATCHDOG_SAFETY_MARGIN = 5  # patroni.yml.j2: the watchdog fires at ttl minus th
 CLIENT_PORT, PEER_PORT = 2379, 2380
 GUARD_ENV = "/etc/default/builder-etcd-leader-guard"
 LEAVE_UNIT = "builder-graceful-leave"
+LIFECYCLE_UNIT = "builder-lifecycle-watch"
 APP_DATABASE = "/etc/patroni/app-database.psql"
 APP_PASSWORD = "/etc/patroni/app-database.password"
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -180,14 +182,17 @@ def configure(inputs: Inputs) -> dict:
     inputs.services.restart("builder-etcd-leader-guard")
     # start, never restart: stopping it is the leave (builder/agent/leave.py).
     inputs.services.start(LEAVE_UNIT)
+    if inputs.identity.source == "ec2":
+        # Only EC2 has an Auto Scaling group's lifecycle in IMDS (builder/agent/lifecycle.py);
+        # on qemu/NoCloud there is nothing to watch.
+        inputs.services.start(LIFECYCLE_UNIT)
     return report
 
 
-def leave_cluster(root) -> dict:
+def leave_cluster(root, for_good=None) -> dict:
     """`builder-agent leave`: this node's graceful leave, from the configs its boot wrote;
-    the report is also kept on disk (the journal of a powered-off node is out of reach)."""
-    import json
-
+    the report is also kept on disk (the journal of a powered-off node is out of reach).
+    `for_good` says whether this is a leave (default: systemd's jobs power the machine off)."""
     import yaml
 
     from builder.agent import leave
@@ -198,8 +203,17 @@ def leave_cluster(root) -> dict:
                             auth.get("username", ""), auth.get("password", ""))
     local = Client(f"http://127.0.0.1:{CLIENT_PORT}", timeout=leave.ETCD_TIMEOUT)
     report = leave.leave(cfg["name"], patroni, local,
-                         etcd_data=root(ETCD_DATA) / cfg["scope"])
+                         etcd_data=root(ETCD_DATA) / cfg["scope"],
+                         for_good=for_good or leave.shutting_down_for_good)
+    record_leave(root, report)
+    return report
+
+
+def record_leave(root, report: dict) -> None:
+    import json
+
+    from builder.agent import leave
+
     path = root(leave.REPORT)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
-    return report

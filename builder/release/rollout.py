@@ -14,7 +14,7 @@ import time
 
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
-from builder.release import channels, templates
+from builder.release import channels, hooks, templates
 from builder.release.awsclient import calling, tags_of
 from builder.release.context import Context
 from builder.release.images import Image
@@ -88,6 +88,9 @@ def rollout(ctx: Context, role: str, channel: str, asg_name: str, opts: Options,
     base = {"role": role, "channel": channel, "strategy": opts.strategy, "asg": asg_name,
             "image": image.image_id, "version": image.version,
             "launch_template": spec["LaunchTemplateId"]}
+    if role in hooks.HOOKED:
+        # Before any instance is replaced: each one must leave its cluster first.
+        base["lifecycle_hook"] = hooks.ensure(ctx, asg_name, progress)
     if templates.up_to_date(ctx, group, spec, current, image):
         progress.say(f"{asg_name} already runs {image.image_id} (launch template version "
                      f"{current}); nothing to do")

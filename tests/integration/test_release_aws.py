@@ -485,6 +485,11 @@ def test_etcd_patroni_rolls_one_node_at_a_time_and_refuses_blue_green(world, bui
     prefs = sim.started[0]["Preferences"]
     assert prefs["MinHealthyPercentage"] == 100
     assert prefs["CheckpointPercentages"] == [34, 67, 100]
+    # Its terminations wait for each node to leave the cluster (builder/agent/lifecycle.py).
+    assert res.json["lifecycle_hook"] == "created"
+    assert lifecycle_hooks(world, "db") == [("builder-graceful-leave",
+                                             "autoscaling:EC2_INSTANCE_TERMINATING", 300,
+                                             "CONTINUE")]
 
     # One refresh at a time: refused before anything changes.
     world.bake("etcd-patroni", "1.2.0")
@@ -493,6 +498,22 @@ def test_etcd_patroni_rolls_one_node_at_a_time_and_refuses_blue_green(world, bui
     busy = builder("rollout", "etcd-patroni", "--channel", "dev", "--asg", "db")
     assert busy.code == 1 and "already has instance refresh" in busy.error, busy.err
     assert world.snapshot() == before and len(sim.start_requests) == 1
+    assert lifecycle_hooks(world, "db")[0][2] == 300  # present: left alone
+
+    # A hook someone changed is put back as wanted by the next rollout.
+    world.asg.put_lifecycle_hook(AutoScalingGroupName="db", HeartbeatTimeout=30,
+                                 LifecycleHookName="builder-graceful-leave",
+                                 LifecycleTransition="autoscaling:EC2_INSTANCE_TERMINATING")
+    world.aws().autoscaling().cancel_instance_refresh(AutoScalingGroupName="db")  # stand-in
+    again = builder("rollout", "etcd-patroni", "--channel", "dev", "--asg", "db", "--json")
+    assert again.code == 0 and again.json["lifecycle_hook"] == "updated", again.err
+    assert lifecycle_hooks(world, "db")[0][2:] == (300, "CONTINUE")
+
+
+def lifecycle_hooks(world: World, group: str) -> list[tuple]:
+    return [(h["LifecycleHookName"], h["LifecycleTransition"], h["HeartbeatTimeout"],
+             h["DefaultResult"]) for h in world.asg.describe_lifecycle_hooks(
+                 AutoScalingGroupName=group)["LifecycleHooks"]]
 
 
 def test_blue_green_swap_rollback_and_retire(world, builder):

@@ -74,3 +74,10 @@ def test_etcd_leader_guard_runs_unprivileged_against_this_nodes_patroni(host, ad
     assert env == f"PATRONI_URL=http://{address}:8008\n"
     pid = host.check_output("systemctl show -p MainPID --value builder-etcd-leader-guard")
     assert host.check_output("stat -c %%u /proc/%s", pid) != "0"
+
+
+def test_lifecycle_watch_runs_on_ec2_only(host, report):
+    # builder/agent/lifecycle.py: only EC2's IMDS has an Auto Scaling lifecycle to watch;
+    # on qemu (NoCloud) the agent never starts it.
+    watching = host.service("builder-lifecycle-watch").is_running
+    assert watching == (report["identity"]["source"] == "ec2"), report["identity"]

@@ -110,9 +110,13 @@ def context_for(role: RoleSpec, target: str, env: Environment) -> dict:
         "bake_user": BAKE_USERS[target],
         "packer": {"version": packer.version_string(ver), "plugins": packer.has_plugins(ver)},
         "aws_source": {"name": AWS_AMI_NAMES[role.base.suite], "owner": DEBIAN_AMI_OWNER},
+        "agent_packages": AGENT_PACKAGES[target],
     }
 
 
+# What the node agent itself imports on a target, beyond the base's Python: on AWS, boto3
+# for tag discovery, SSM secrets and the lifecycle hook (Debian's AMI has no boto3).
+AGENT_PACKAGES = {"qemu": [], "aws": ["python3-boto3"]}
 DEBIAN_AMI_OWNER = "136693071363"
 AWS_AMI_NAMES = {"trixie": "debian-13-amd64-*", "bookworm": "debian-12-amd64-*"}
 

@@ -111,3 +111,21 @@ def test_only_a_bake_that_never_reached_ssh_is_booted_again(tmp_path):
     assert packerrun.never_reached_ssh(log)
     log.write_text("builder-stage: provision\nsomething\nTimeout waiting for SSH\n")
     assert not packerrun.never_reached_ssh(log)
+
+
+def test_the_agents_own_packages_join_the_list_on_aws_only(project, tmp_path):
+    """On AWS the agent imports boto3 (tag discovery, SSM secrets, the lifecycle hook) and
+    Debian's AMI has none; a qemu image has no use for it."""
+    import shlex
+
+    proj = find_project(start=project)
+    loaded = specs.load_roles(proj)
+    lists = {}
+    for target in ("qemu", "aws"):
+        env = specs.load_environment("local", proj, loaded)
+        out = rendering.render([loaded["redis"]], target, env, proj, tmp_path / target)[0]
+        script = (out.directory / "files/provision.sh").read_text()
+        loop = next(line for line in script.splitlines() if line.startswith("for p in "))
+        lists[target] = shlex.split(loop.removeprefix("for p in ").removesuffix("; do"))
+    assert lists["aws"] == lists["qemu"] + ["python3-boto3"]
+    assert "python3-boto3" not in lists["qemu"]

@@ -60,6 +60,14 @@ def unit_states(host, units: list[str]) -> dict[str, dict[str, str]]:
     return dict(zip(units, [b for b in blocks if b], strict=True))
 
 
+def enabled_units(host, states: dict[str, dict[str, str]]) -> list[str]:
+    """The units of `states` (unit_states) that systemd would start at boot; only a
+    generated (Quadlet) unit costs one more command."""
+    return [name for name, state in states.items()
+            if (starts_at_boot(host, name) if state.get("UnitFileState") == "generated"
+                else state.get("UnitFileState") in ENABLED_STATES)]
+
+
 def starts_at_boot(host, unit: str) -> bool:
     """Whether systemd would start the unit at boot. A unit made by a generator (Quadlet)
     reports `generated`, which testinfra counts as enabled; it starts at boot only if the

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from conftest import starts_at_boot
+from conftest import enabled_units, unit_states
 
 
 def _agent_report(host) -> dict:
@@ -45,5 +45,5 @@ def test_no_secret_value_in_the_agent_report(host):
 def test_role_services_still_disabled_after_first_boot(host, spec):
     # The first boot applies systemd's presets; the image's own preset keeps every role
     # service off, so only the node agent starts them, after rendering their configs.
-    for svc in spec["services"]:
-        assert not starts_at_boot(host, svc["name"]), f"{svc['name']} enabled at first boot"
+    enabled = enabled_units(host, unit_states(host, [svc["name"] for svc in spec["services"]]))
+    assert not enabled, f"{enabled} enabled at first boot"

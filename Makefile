@@ -7,7 +7,7 @@ APT_PACKAGES := packer qemu-system-x86 qemu-utils mmdebstrap xorriso vde2 cloud-
                 haproxy docker-registry patchelf
 export PACKER_CHECKPOINT_DISABLE := 1
 
-.PHONY: setup apt venv bake test test-unit test-vm lint bench clean
+.PHONY: setup apt venv bake test test-saleor test-unit test-vm lint bench clean
 
 setup: apt venv
 
@@ -41,8 +41,17 @@ bake: setup
 	$(VENV)/bin/builder validate --all --target qemu
 	$(VENV)/bin/builder bake --all --target qemu --parallel 2
 
+# The Saleor-tier module (bundles, 7 VMs, the container swap) took about 50 min on its own
+# under TCG here, and the whole suite then ran past CI's 90 min: it runs with
+# `make test-saleor` until the suite fits (README, Tests).
+SALEOR_TIER_TESTS := tests/integration/test_saleor_tier_qemu.py
+
 test: setup lint
-	$(PY) -m pytest -p no:cacheprovider -v --durations=25 tests/unit tests/integration
+	$(PY) -m pytest -p no:cacheprovider -v --durations=25 tests/unit tests/integration \
+	  --ignore=$(SALEOR_TIER_TESTS)
+
+test-saleor: setup
+	$(PY) -m pytest -p no:cacheprovider -v --durations=25 $(SALEOR_TIER_TESTS)
 
 test-unit: setup
 	$(PY) -m pytest -p no:cacheprovider tests/unit

@@ -16,6 +16,7 @@ from builder import render as rendering
 from builder import spec as specs
 from builder.errors import UserError
 from builder.project import find_project
+from builder.render import AGENT_PACKAGES
 from builder.typed import field_name
 
 from .helpers import REPO, copy_project, listing, run_builder, run_sandboxed
@@ -189,7 +190,9 @@ def _role_value_arrived(field: tuple, value: str, rendered: dict) -> None:
     for target in ("qemu", "aws"):
         assert _get(rendered[target]["spec"], field) == value
         if field == ("packages", 0):
-            assert package_words(rendered[target]["provision"]) == [value]
+            # The agent's own packages follow the role's (builder/render.py AGENT_PACKAGES).
+            assert package_words(rendered[target]["provision"]) == \
+                [value, *AGENT_PACKAGES[target]]
         if field == ("secrets", 0):
             assert list(rendered[target]["node"]["secrets"]) == [value]
     if field == ("description",):

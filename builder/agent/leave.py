@@ -200,7 +200,7 @@ def leave(me: str, patroni: Patroni, local: Client, *, etcd_data: Path,
         report.update(hand_over(me, patroni))
     except (AgentError, ValueError) as exc:
         report["switchover"] = f"skipped: {exc}"
-    if etcd_data is not None and not (etcd_data / "member").is_dir():
+    if not (etcd_data / "member").is_dir():
         # An earlier leave (the lifecycle hook's, builder/agent/lifecycle.py) removed the
         # member and its data, and the local etcd stopped: nothing is left to ask or remove.
         report["etcd"] = "not a member: left before (no local data)"

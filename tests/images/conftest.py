@@ -61,21 +61,17 @@ def unit_states(host, units: list[str]) -> dict[str, dict[str, str]]:
 
 
 def enabled_units(host, states: dict[str, dict[str, str]]) -> list[str]:
-    """The units of `states` (unit_states) that systemd would start at boot; only a
-    generated (Quadlet) unit costs one more command."""
+    """The units of `states` (unit_states) that systemd would start at boot. A unit made by
+    a generator (Quadlet) reports `generated`, which `systemctl is-enabled` counts as
+    enabled; it starts at boot only if the generator linked it into a target's .wants/,
+    which costs one more command."""
     return [name for name, state in states.items()
-            if (starts_at_boot(host, name) if state.get("UnitFileState") == "generated"
+            if (_linked_by_generator(host, name) if state.get("UnitFileState") == "generated"
                 else state.get("UnitFileState") in ENABLED_STATES)]
 
 
-def starts_at_boot(host, unit: str) -> bool:
-    """Whether systemd would start the unit at boot. A unit made by a generator (Quadlet)
-    reports `generated`, which testinfra counts as enabled; it starts at boot only if the
-    generator linked it into a target's .wants/."""
+def _linked_by_generator(host, unit: str) -> bool:
     name = unit if "." in unit else f"{unit}.service"
-    state = host.run("systemctl is-enabled %s", name).stdout.strip()
-    if state != "generated":
-        return host.service(unit).is_enabled
     links = host.run("find /run/systemd/generator /run/systemd/generator.late "
                      "-path '*.wants/*' -name %s", name)
     return bool(links.stdout.strip())

@@ -190,9 +190,10 @@ def post_boot_failures(builder: Builder, cluster, roles: tuple[str, ...] | None,
                        junit_dir: Path) -> dict:
     """Each booted node of `roles` (None: every node) checked by its image suite's boot
     phase, two nodes at a time (this machine's two cores): what failed. Every check costs
-    the guest a login, sudo and often a Python start, so the suites are CPU-bound: four at
-    once took twice as long as in a row (562 s against about 270 s) and starved a primary's
-    Patroni until its watchdog reset the VM."""
+    the guest a login, sudo and often a Python start, so the suites are CPU-bound: the HA
+    cluster's four took 562 s all at once and 567 s in a row (2026-12-03), and all at once
+    starved a primary's Patroni until its watchdog reset the VM. Two at a time is not
+    timed yet."""
     from concurrent.futures import ThreadPoolExecutor
 
     from builder.bake import imagetest

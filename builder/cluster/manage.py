@@ -44,13 +44,15 @@ TCG_SETTINGS = {"etcd-patroni": {"patroni_ttl": 60, "patroni_loop_wait": 5,
 FORWARDED = {"haproxy": (5432, 5433, 80, 9000, 8080), "storefront": (3000,)}
 
 
-def _artifact(registry: Registry, role: str, image: str | None = None) -> str | None:
+def artifact_of(registry: Registry, role: str, image: str | None = None,
+                version: str | None = None) -> str | None:
     """The newest tested, unrevoked qemu artifact of the role still on disk; with `image`,
-    the one of that name (`<version>-<key>`, the artifact's directory)."""
+    the one of that name (`<version>-<key>`, the artifact's directory); with `version`, the
+    newest of that role version."""
     for art in reversed(registry.list(role, "qemu")):
         on_disk = (Path(art.artifact) / "manifest.json").is_file()
         if art.tests_passed and not art.revoked and on_disk and \
-                image in (None, Path(art.artifact).name):
+                image in (None, Path(art.artifact).name) and version in (None, art.version):
             return art.artifact
     return None
 
@@ -71,7 +73,7 @@ def plan(project: Project, env: specs.Environment, roles: dict[str, specs.RoleSp
         count = env.nodes.get(role_name, 0)
         if not count or (only and role_name not in only) or role_name not in roles:
             continue
-        artifact = _artifact(registry, role_name)
+        artifact = artifact_of(registry, role_name)
         if artifact is None:
             if role_name in REQUIRED or role_name in only:
                 raise UserError(f"no tested qemu image of role {role_name} in the registry "
@@ -127,7 +129,8 @@ def resolve(env_name: str | None) -> tuple[Project, str]:
     return project, name
 
 
-def _context(env_name: str | None):
+def context(env_name: str | None):
+    """The project, its role specs and the loaded environment."""
     project = find_project()
     roles = specs.load_roles(project)
     env = specs.load_environment(env_name or "local", project, roles)
@@ -197,7 +200,7 @@ def _power_on(cluster: Cluster, nodes: list[Node]) -> dict[str, float]:
 
 
 def up(env_name: str | None, only: tuple[str, ...], timeout: float, keep: bool) -> dict:
-    project, roles, env = _context(env_name)
+    project, roles, env = context(env_name)
     if env.discovery.method != "static":
         raise UserError(f"environment {env.name} discovers peers by {env.discovery.method}; "
                         "a local cluster needs static discovery", field="discovery.method")
@@ -289,10 +292,14 @@ def stop(env_name: str | None, name: str, timeout: float = STOP_TIMEOUT) -> dict
     etcd-patroni node leaves the cluster first. Waits until its VM is off."""
     project, env = resolve(env_name)
     cluster = load(project.state, env)
-    node = cluster.node(name)
+    return stop_node(cluster, cluster.node(name), timeout)
+
+
+def stop_node(cluster: Cluster, node: Node, timeout: float = STOP_TIMEOUT) -> dict:
+    """`stop` of one node of a loaded cluster (the caller holds the lock, if it needs one)."""
     vm = cluster.vm(node)
     if not vm.running():
-        raise UserError(f"node {name} is not running", field="NODE")
+        raise UserError(f"node {node.name} is not running", field="NODE")
     started = time.monotonic()
     # The session ends with the power-off: its exit status says nothing, the VM's end does.
     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -300,11 +307,11 @@ def stop(env_name: str | None, name: str, timeout: float = STOP_TIMEOUT) -> dict
     while vm.running():
         if time.monotonic() - started > timeout:
             vm.kill()
-            raise OperationError(f"{name}: not off {timeout:.0f} s after `systemctl "
+            raise OperationError(f"{node.name}: not off {timeout:.0f} s after `systemctl "
                                  f"poweroff`: powered off hard (see {vm.console})")
         time.sleep(1)
-    return {"node": name, "stopped": True, "seconds": round(time.monotonic() - started, 1),
-            "leave": leave_report(vm.console)}
+    return {"node": node.name, "stopped": True,
+            "seconds": round(time.monotonic() - started, 1), "leave": leave_report(vm.console)}
 
 
 def start(env_name: str | None, name: str, timeout: float) -> dict:
@@ -323,24 +330,32 @@ def start(env_name: str | None, name: str, timeout: float) -> dict:
 def replace(env_name: str | None, name: str, timeout: float, image: str | None = None) -> dict:
     """A new instance in the node's slot: new instance-id, empty disk, same role; booted
     from `image` when given (an image swap or a rollback), else the role's newest."""
-    project, roles, env = _context(env_name)
+    project, roles, env = context(env_name)
     cluster = load(project.state, env.name)
     with locked(project.state, cluster.env):
         node = cluster.node(name)
-        chosen = _artifact(Registry(default_path(project.state)), node.role, image)
+        chosen = artifact_of(Registry(default_path(project.state)), node.role, image)
         if image and chosen is None:
             raise UserError(f"no tested qemu image {image} of role {node.role} in the "
                             "registry", field="--image")
-        old = node.instance_id
-        vm = cluster.vm(node)
-        vm.kill()
-        vm.disk.unlink(missing_ok=True)
-        node.instance_id = _instance_id()
-        node.generation += 1
-        node.artifact = chosen or node.artifact
-        _write_seed(cluster, node, project, roles, env)
-        cluster.save()
-        started = _power_on(cluster, [node])
-        ready = wait_ready(cluster, [node], started, timeout)
-    return {"node": name, "replaced": old, "instance_id": node.instance_id,
-            "image": Path(node.artifact).name, "ready_seconds": ready[name]}
+        return replace_node(cluster, node, project, roles, env, timeout, chosen)
+
+
+def replace_node(cluster: Cluster, node: Node, project: Project,
+                 roles: dict[str, specs.RoleSpec], env: specs.Environment, timeout: float,
+                 artifact: str | None) -> dict:
+    """`replace` of one node of a loaded cluster, booted from `artifact` (None: the one it
+    had); the caller holds the cluster's lock."""
+    old = node.instance_id
+    vm = cluster.vm(node)
+    vm.kill()
+    vm.disk.unlink(missing_ok=True)
+    node.instance_id = _instance_id()
+    node.generation += 1
+    node.artifact = artifact or node.artifact
+    _write_seed(cluster, node, project, roles, env)
+    cluster.save()
+    started = _power_on(cluster, [node])
+    ready = wait_ready(cluster, [node], started, timeout)
+    return {"node": node.name, "replaced": old, "instance_id": node.instance_id,
+            "image": node.image, "ready_seconds": ready[node.name]}

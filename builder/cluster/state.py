@@ -1,7 +1,8 @@
 """What a local cluster is made of, kept on disk so every `builder cluster` command (a new
 process each time) finds the same VMs: <state>/cluster/<env>/
 
-    cluster.json      nodes (name, role, address, MACs, forwards, artifact, instance-id)
+    cluster.json      nodes (name, role, address, MACs, forwards, artifact, instance-id),
+                      and per role the last `cluster upgrade` (from, to, status)
     secrets.json      the generated secret values (0600; they reach VMs only in seeds)
     operator, .pub    the SSH key of the default user `debian` on every node
     switch/           the vde_switch of the cluster network
@@ -46,6 +47,18 @@ class Node:
         data["forwards"] = {int(k): int(v) for k, v in data.get("forwards", {}).items()}
         return cls(**data)
 
+    @property
+    def image(self) -> str:
+        """The artifact's name, `<version>-<key>` (what `--image` takes)."""
+        return Path(self.artifact).name
+
+    def version(self) -> str | None:
+        """The role version the node's image was baked as (its manifest), if it is there."""
+        try:
+            return json.loads((Path(self.artifact) / "manifest.json").read_text())["version"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
 
 @dataclasses.dataclass
 class Cluster:
@@ -55,6 +68,9 @@ class Cluster:
     cidr: str
     accel: str
     nodes: list[Node] = dataclasses.field(default_factory=list)
+    # role -> the last `cluster upgrade` of it (builder/cluster/upgrade.py): kept here so a
+    # resume and `--rollback` know where the nodes came from.
+    rollouts: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     @property
     def file(self) -> Path:
@@ -93,7 +109,7 @@ class Cluster:
 
     def save(self) -> None:
         data = {"env": self.env, "name": self.name, "cidr": self.cidr, "accel": self.accel,
-                "nodes": [dataclasses.asdict(n) for n in self.nodes]}
+                "nodes": [dataclasses.asdict(n) for n in self.nodes], "rollouts": self.rollouts}
         tmp = self.file.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(self.file)

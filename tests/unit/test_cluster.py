@@ -210,10 +210,10 @@ def test_an_image_is_chosen_by_its_name_or_else_the_newest(project, tmp_path):
     registry = Registry(default_path(project.state))
     older = register(project, "saleor-api", tmp_path, "1.2.0-aaaaaaaaaaaa")
     newer = register(project, "saleor-api", tmp_path, "1.2.0-bbbbbbbbbbbb")
-    assert manage._artifact(registry, "saleor-api") == newer
-    assert manage._artifact(registry, "saleor-api", "1.2.0-aaaaaaaaaaaa") == older
-    assert manage._artifact(registry, "saleor-api", "1.2.0-cccccccccccc") is None
-    assert manage._artifact(registry, "redis", "1.2.0-aaaaaaaaaaaa") is None
+    assert manage.artifact_of(registry, "saleor-api") == newer
+    assert manage.artifact_of(registry, "saleor-api", "1.2.0-aaaaaaaaaaaa") == older
+    assert manage.artifact_of(registry, "saleor-api", "1.2.0-cccccccccccc") is None
+    assert manage.artifact_of(registry, "redis", "1.2.0-aaaaaaaaaaaa") is None
 
 
 def test_status_names_the_user_of_stats_and_metrics_and_never_the_password(tmp_path):

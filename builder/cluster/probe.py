@@ -1,6 +1,6 @@
 """What a running node says about itself, asked over SSH (the host has no route to the
 cluster network): the node agent's boot report, Patroni's view of the cluster, etcd's
-endpoint health."""
+endpoint health and member list."""
 
 from __future__ import annotations
 
@@ -56,3 +56,16 @@ def etcd_health(vm: VM, key: Path, user: str, client_urls: list[str]) -> dict[st
         if item.get("Endpoint") in out and member is not None:
             out[item["Endpoint"]]["leader"] = member == state.get("leader")
     return out
+
+
+def etcd_members(vm: VM, key: Path, user: str, client_url: str) -> list[dict] | None:
+    """etcd's member list as one member sees it: [{"name", "id", "learner", "client_urls"}];
+    None when it did not answer. A member that never started has no name yet."""
+    data = _json(vm, key, user, f"etcdctl --dial-timeout=2s --command-timeout=5s "
+                                f"--endpoints={client_url} member list -w json 2>/dev/null")
+    if not isinstance(data, dict) or not isinstance(data.get("members"), list):
+        return None
+    return [{"name": m.get("name", ""), "id": str(m.get("ID", "")),
+             "learner": bool(m.get("isLearner", False)),
+             "client_urls": list(m.get("clientURLs") or [])}
+            for m in data["members"] if isinstance(m, dict)]

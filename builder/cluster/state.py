@@ -53,11 +53,15 @@ class Node:
         return Path(self.artifact).name
 
     def version(self) -> str | None:
-        """The role version the node's image was baked as (its manifest), if it is there."""
-        try:
-            return json.loads((Path(self.artifact) / "manifest.json").read_text())["version"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
+        return artifact_version(self.artifact)
+
+
+def artifact_version(artifact: str) -> str | None:
+    """The role version an image was baked as (its manifest), if the manifest is there."""
+    try:
+        return json.loads((Path(artifact) / "manifest.json").read_text())["version"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclasses.dataclass

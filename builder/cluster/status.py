@@ -43,8 +43,9 @@ def endpoints(cluster: Cluster, secrets: dict[str, str]) -> dict:
     return out
 
 
-def _database(cluster: Cluster, rows: dict[str, dict]) -> None:
-    """Patroni and etcd state of the DB nodes, asked from the first one that answers."""
+def _database(cluster: Cluster, rows: dict[str, dict]) -> list[dict] | None:
+    """Patroni and etcd state of the DB nodes, asked from the first one that answers; the
+    etcd member list it sees (None: no DB node answered)."""
     db_nodes = [n for n in cluster.nodes if n.role == DB_ROLE]
     urls = [f"http://{n.address}:2379" for n in db_nodes]
     for node in db_nodes:
@@ -66,7 +67,10 @@ def _database(cluster: Cluster, rows: dict[str, dict]) -> None:
                                         "leader": bool(etcd.get("leader")),
                                         "error": etcd.get("error") or None}
         rows[node.name]["asked"] = True
-        return
+        # Asked apart from endpoint health: a member no node's slot names (a stale one)
+        # has no endpoint in `urls`, and only the list shows it.
+        return probe.etcd_members(vm, cluster.key, USER, f"http://{node.address}:2379")
+    return None
 
 
 def _node_row(cluster: Cluster, node) -> dict:
@@ -74,6 +78,7 @@ def _node_row(cluster: Cluster, node) -> dict:
     running = vm.running()
     row = {"name": node.name, "role": node.role, "address": node.address,
            "instance_id": node.instance_id, "generation": node.generation,
+           "image": node.image, "version": node.version(),
            "power": "running" if running else "off",
            "ssh": f"{USER}@127.0.0.1:{node.ssh_port}"}
     if running:
@@ -91,7 +96,8 @@ def status(env_name: str | None) -> dict:
     with ThreadPoolExecutor(max_workers=max(1, len(cluster.nodes))) as pool:
         rows = {row["name"]: row for row in pool.map(lambda n: _node_row(cluster, n),
                                                      cluster.nodes)}
-    _database(cluster, rows)
+    members = _database(cluster, rows)
     return {"env": cluster.env, "cluster": cluster.name, "cidr": cluster.cidr,
             "directory": str(cluster.directory), "ssh_key": str(cluster.key),
-            "nodes": list(rows.values()), "endpoints": endpoints(cluster, cluster.secrets())}
+            "nodes": list(rows.values()), "etcd_members": members,
+            "rollouts": cluster.rollouts, "endpoints": endpoints(cluster, cluster.secrets())}

@@ -23,10 +23,16 @@ _timeout = click.option("--timeout", type=click.FloatRange(10), default=1200, sh
                         help="Seconds to wait for the node agents to report ready.")
 
 
+def _image(what: str, then: str):
+    return click.option("--image", metavar="VERSION-KEY",
+                        help=f"{what} (an artifact's directory name, as `builder bake` "
+                             f"reports it, e.g. 1.2.0-d6a7611dce61) {then}")
+
+
 @click.group()
 def cluster() -> None:
-    """A local cluster of VMs from the registered images: up, status, kill, start,
-    replace, down."""
+    """A local cluster of VMs from the registered images: up, status, kill, stop, start,
+    replace, upgrade, down."""
 
 
 @cluster.command()
@@ -90,15 +96,37 @@ def start(node, env_name, as_json, timeout) -> None:
 @click.argument("node")
 @_env
 @_timeout
-@click.option("--image", metavar="VERSION-KEY",
-              help="Boot this image of the node's role (an artifact's directory name, as "
-                   "`builder bake` reports it, e.g. 1.2.0-d6a7611dce61) instead of the "
-                   "newest tested one: an image swap or a rollback.")
+@_image("Boot this image of the node's role", "instead of the newest tested one: an image "
+        "swap or a rollback.")
 def replace(node, env_name, as_json, timeout, image) -> None:
     """Replace NODE by a new instance (new instance-id, empty disk, same role and slot)."""
     from builder.cluster import manage, views
 
     emit(manage.replace(env_name, node, timeout, image), as_json, views.done)
+
+
+@cluster.command()
+@click.argument("role")
+@_env
+@_timeout
+@_image("Upgrade to this image of the role", "(default: the newest tested one).")
+@click.option("--version", "version", metavar="VERSION",
+              help="Upgrade to the newest tested image of this role version (e.g. 1.2.0).")
+@click.option("--rollback", is_flag=True,
+              help="Go back to the image the nodes ran before the last upgrade (recorded in "
+                   "the cluster's state); resumes an interrupted rollback.")
+def upgrade(role, env_name, as_json, timeout, image, version, rollback) -> None:
+    """Roll a new image of ROLE through the running cluster, one node at a time.
+
+    etcd-patroni only for now: replicas first, each stopped gracefully (it leaves etcd),
+    replaced in its slot from the new image and waited for (etcd whole, streaming), then
+    the primary, whose graceful stop is the one switchover. Nodes already on the image are
+    skipped, so running it again resumes a rollout that stopped."""
+    from builder.cluster import upgrade as rollout
+    from builder.cluster import views
+
+    emit(rollout.upgrade(env_name, role, image, version, rollback, timeout), as_json,
+         views.upgrade)
 
 
 @cluster.command()

@@ -34,6 +34,25 @@ def run_builder(args: list[str], cwd: Path, state: Path | None = None,
                           stdin=subprocess.DEVNULL)
 
 
+def register(project, role: str, tmp_path: Path, name: str | None = None,
+             version: str = "1.0.0") -> str:
+    """A tested qemu artifact of `role` recorded in the project's registry, with the
+    manifest a bake writes (no disk image): what `cluster` commands choose images from."""
+    import json
+
+    from builder.registry import Artifact, Registry, default_path
+
+    artifact = tmp_path / "artifacts" / role / (name or f"{version}-kkkkkkkkkkkk")
+    artifact.mkdir(parents=True)
+    (artifact / "manifest.json").write_text(json.dumps({"image": f"{role}.qcow2",
+                                                        "version": version}))
+    Registry(default_path(project.state)).record(Artifact(
+        role=role, version=version, target="qemu", content_key="k" * 64,
+        artifact=str(artifact), base="b", git_sha="g", packer_version="1.6.6",
+        tests_passed=True, tests={}, timings={}))
+    return str(artifact)
+
+
 def listing(root: Path) -> dict[str, str] | None:
     """Every file and directory below root with a digest of its content (None: no root)."""
     if not root.exists():

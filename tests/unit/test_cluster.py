@@ -18,9 +18,9 @@ from builder.cluster.network import Switch
 from builder.cluster.state import Node
 from builder.errors import UserError
 from builder.project import find_project
-from builder.registry import Artifact, Registry, default_path
+from builder.registry import Registry, default_path
 
-from .helpers import REPO, copy_project, run_builder
+from .helpers import REPO, copy_project, register, run_builder
 
 
 @pytest.fixture
@@ -29,17 +29,6 @@ def project(tmp_path, monkeypatch):
     state = tmp_path / "state"
     monkeypatch.setenv("BUILDER_STATE", str(state))
     return find_project(start=root)
-
-
-def register(project, role: str, tmp_path, name: str | None = None) -> str:
-    artifact = tmp_path / "artifacts" / role / (name or "1.0.0-kkkkkkkkkkkk")
-    artifact.mkdir(parents=True)
-    (artifact / "manifest.json").write_text(json.dumps({"image": f"{role}.qcow2"}))
-    Registry(default_path(project.state)).record(Artifact(
-        role=role, version="1.0.0", target="qemu", content_key="k" * 64,
-        artifact=str(artifact), base="b", git_sha="g", packer_version="1.6.6",
-        tests_passed=True, tests={}, timings={}))
-    return str(artifact)
 
 
 def plan(project, only=()):

@@ -232,7 +232,7 @@ def upgrade(env_name: str | None, role: str, image: str | None, version: str | N
         result = {"role": role, "env": env.name, "to": Path(target).name,
                   "to_version": artifact_version(target), "rollback": rollback, "nodes": [],
                   "skipped": [n.name for n in mine if n.image == Path(target).name],
-                  "switchover": None}
+                  "switchover": None, "switchovers": []}
         if all(n.image == result["to"] for n in mine):
             if record and record.get("to") == result["to"]:
                 cluster.rollouts[role] = {**record, "status": "done"}
@@ -263,8 +263,13 @@ def upgrade(env_name: str | None, role: str, image: str | None, version: str | N
                                              {n.name: n.image for n in mine}, record)
                                      ) from None
             result["nodes"].append(done)
+            # Every leave that found its node leading handed over: the primary's, planned,
+            # and any replica that became the leader since the plan (which would be a
+            # second switchover, and shows here).
+            if done["leave"].get("primary"):
+                result["switchovers"].append(_switchover(run, done))
             if steps[0].primary:
-                result["switchover"] = _switchover(run, done)
+                result["switchover"] = (result["switchovers"] or [None])[-1]
             steps = plan(status, result["to"])
         record.update(status="done", finished_at=time.time())
         record.pop("failed", None)

@@ -264,3 +264,18 @@ def test_status_names_each_nodes_image_and_version(project, tmp_path):
     assert human.returncode == 0, human.stderr
     assert all(" 1.1.0 " in line for line in human.stdout.splitlines()
                if line.startswith("etcd-patroni-"))
+
+
+def test_the_writer_counts_each_outage_of_a_long_operation_apart():
+    """The upgrade test's measure: one switchover is one gap; a second event shows as a
+    second one, and the writer's own pace (gaps under a second) is none."""
+    from builder.cluster.writer import Ack, Writer
+
+    writer = Writer("postgresql://unused")
+    times = [0.0, 0.3, 0.6, 4.6, 4.9, 5.2, 7.5, 7.8, 30.0]
+    writer.acks = [Ack(i, at, "10.20.0.10") for i, at in enumerate(times)]
+    assert writer.outages(0.5, 7.0) == [4.0, 2.3]
+    assert writer.outages(5.0, 7.0) == [2.3]
+    assert writer.outages(0.5, 7.0, over=3.0) == [4.0]
+    # A gap still open at the end of the window is part of it.
+    assert writer.outages(0.5, 8.0) == [4.0, 2.3, 22.2]

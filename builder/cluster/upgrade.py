@@ -39,6 +39,7 @@ SUPPORTED = (health.DB_ROLE,)
 # replacement of a lone node would bootstrap an empty database.
 MIN_NODES = 3
 READY_INTERVAL = 5.0  # each status is several SSH logins into TCG guests
+STOP = "graceful stop"
 
 
 def check_role(role: str, known: dict) -> None:
@@ -128,6 +129,10 @@ def failure(role: str, env: str, node: str, step: str, error: str,
                f"`builder cluster upgrade {role} --image {record['from']}{flag}`")
     else:
         how = f"resume: `{to_image}` (upgraded nodes are skipped); roll back: `{to_rollback}`"
+    if step != STOP:
+        # Its slot already names the target: a resume refuses while the node is not ready.
+        how += (f"; if {node} does not come up, first `builder cluster replace {node} "
+                f"--image {record['to']}{flag}`")
     on = ", ".join(f"{name} {image}" for name, image in sorted(images.items()))
     text = " ".join(error.split())
     return f"{node}: {step} failed: {text}; the cluster is on mixed versions ({on}); {how}"
@@ -171,7 +176,7 @@ def _roll(run: _Run, step: Step) -> tuple[dict, dict]:
     run.progress.stage(f"{node.name}: graceful stop" + (
         " (the primary: its leave switches over to an upgraded replica)" if step.primary
         else ""))
-    with _step(node.name, "graceful stop"):
+    with _step(node.name, STOP):
         stopped = manage.stop_node(run.cluster, node)
     leave = stopped.get("leave") or {}
     out.update(stop_seconds=stopped["seconds"], leave=leave)

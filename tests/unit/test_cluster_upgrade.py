@@ -165,10 +165,12 @@ def test_a_failed_step_says_which_node_and_step_the_versions_and_how_to_go_on():
             f"etcd-patroni-3 {NEW})") in line
     assert f"resume: `builder cluster upgrade etcd-patroni --image {NEW}`" in line
     assert "roll back: `builder cluster upgrade etcd-patroni --rollback`" in line
+    assert line.endswith("; if etcd-patroni-3 does not come up, first `builder cluster "
+                         f"replace etcd-patroni-3 --image {NEW}`")
     lab = upgrade.failure("etcd-patroni", "lab", "etcd-patroni-3", "graceful stop", "x",
                           images, {**record, "rollback": True, "from": NEW, "to": OLD})
     assert "resume the rollback: `builder cluster upgrade etcd-patroni --rollback --env lab`" \
-        in lab and f"--image {NEW} --env lab" in lab
+        in lab and f"--image {NEW} --env lab" in lab and "does not come up" not in lab
 
 
 @pytest.fixture

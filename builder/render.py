@@ -259,18 +259,19 @@ def tests_digest(role: RoleSpec, project: Project) -> dict[str, str]:
 NOT_BAKED = frozenset({"build.json", "user-data"})
 
 
-def source_identity(role: RoleSpec, target: str, env: Environment, layers: bool) -> str:
+def source_identity(role: RoleSpec, target: str, env: Environment, layers: bool,
+                    templates: Path) -> str:
     """What the bake starts from: the AMI, the role's package layer, or the bare base."""
     if target == "aws":
         return f"ami:{DEBIAN_AMI_OWNER}:{AWS_AMI_NAMES[role.base.suite]}"
     if layers and layer.applies(role, target):
-        return layer.identity(role.base, role.packages, env.mirrors)
+        return layer.role_identity(role, env.mirrors, templates)
     return bases.identity(role.base)
 
 
 def content_key(role: RoleSpec, target: str, directory: Path, project: Project,
                 env: Environment, layers: bool = True) -> str:
-    base_identity = source_identity(role, target, env, layers)
+    base_identity = source_identity(role, target, env, layers, project.templates)
     return contentkey.compute(
         role=role.as_data(), target=target,
         rendered=contentkey.file_digests(directory, exclude=NOT_BAKED),

@@ -217,6 +217,11 @@ class RoleSpec:
     files: list[FileSpec] = dataclasses.field(default_factory=list)
     templates: list[str] = checked(lambda v: [_relative(x) for x in v], default_factory=list)
     scripts: list[str] = checked(lambda v: [_relative(x) for x in v], default_factory=list)
+    # Of `scripts`, those that act only on what the role's packages installed: they run in
+    # the package layer's chroot too (at native speed), so a bake VM booted from the layer
+    # has nothing left for them to do. Idempotent, and able to run offline in a chroot.
+    layer_scripts: list[str] = checked(lambda v: [_relative(x) for x in v],
+                                       default_factory=list)
     # How the application arrives: from a vendored `bundle`, or as a `container` image.
     # A spec may describe both and choose with `install`; `per_install` adds each method's
     # own packages and files. The loaded spec keeps only the chosen method's parts.
@@ -303,6 +308,9 @@ def _check_role_files(spec: RoleSpec, project: Project, source: Source) -> None:
         for i, name in enumerate(getattr(spec, key)):
             if not (role_dir / name).is_file():
                 raise source.error((key, i), f"no such file {project.display(role_dir / name)}")
+    for i, name in enumerate(spec.layer_scripts):
+        if name not in spec.scripts:
+            raise source.error(("layer_scripts", i), f"{name} is not one of the role's scripts")
     if spec.tests and not (project.root / spec.tests).is_dir():
         raise source.error(("tests",), f"no such test suite directory {spec.tests}")
 

@@ -147,7 +147,8 @@ def _build_local(state: Path, base: BaseImage, progress: Progress) -> Base:
 
 
 def build_disk(tmp: Path, suite: str, include: tuple[str, ...], progress: Progress,
-               mirror: str | None = None, aptopts: tuple[str, ...] = ()) -> dict:
+               mirror: str | None = None, aptopts: tuple[str, ...] = (),
+               hooks: tuple[str, ...] = ()) -> dict:
     """The base recipe into tmp/: mmdebstrap of `include` at native speed (maintainer
     scripts run in the chroot; mmdebstrap's policy-rc.d keeps daemons from starting), the
     base's files, no host identity, as a whole-disk ext4 qcow2 plus its kernel and initrd.
@@ -162,7 +163,7 @@ def build_disk(tmp: Path, suite: str, include: tuple[str, ...], progress: Progre
     cmd = ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(include),
            "--aptopt=Acquire::Retries \"3\"", *(f"--aptopt={o}" for o in aptopts),
            "--customize-hook=chroot \"$1\" systemctl enable systemd-networkd",
-           suite, str(rootfs)]
+           *(f"--customize-hook={h}" for h in hooks), suite, str(rootfs)]
     if mirror:
         cmd.append(mirror)
     _run(cmd, "mmdebstrap", log)

@@ -105,7 +105,8 @@ def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: 
     prep.say(f"accelerator {accel}")
     cancel = threading.Event()
     results: dict[str, dict] = {}
-    sources, failed = _layers(todo, state, env, parallel) if layers else ({}, {})
+    sources, failed = (_layers(todo, state, env, parallel, project.templates) if layers
+                       else ({}, {}))
     if failed:
         cancel.set()
         results.update(failed)
@@ -168,8 +169,8 @@ def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: 
     return results
 
 
-def _layers(todo: list[Rendered], state: Path, env: Environment,
-            parallel: int) -> tuple[dict[str, bases.Base], dict[str, dict]]:
+def _layers(todo: list[Rendered], state: Path, env: Environment, parallel: int,
+            templates: Path) -> tuple[dict[str, bases.Base], dict[str, dict]]:
     """Every role's package layer, before any bake VM starts: native work on the host's
     cores, `parallel` at a time, that would otherwise starve a booting TCG guest. Roles with
     the same packages share one build. Returns the layer per role, and a failed result per
@@ -177,13 +178,14 @@ def _layers(todo: list[Rendered], state: Path, env: Environment,
     by_layer: dict[str, list[Rendered]] = {}
     for item in todo:
         if layer.applies(item.role, "qemu"):
-            ident = layer.identity(item.role.base, item.role.packages, env.mirrors)
+            ident = layer.role_identity(item.role, env.mirrors, templates)
             by_layer.setdefault(ident, []).append(item)
     sources: dict[str, bases.Base] = {}
     failed: dict[str, dict] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         futures = {pool.submit(layer.ensure, state, items[0].role, env.mirrors,
-                               Progress(f"{items[0].role.role}: ")): items
+                               Progress(f"{items[0].role.role}: "),
+                               chroot_scripts=layer.scripts(items[0].role, templates)): items
                    for items in by_layer.values()}
         for future in concurrent.futures.as_completed(futures):
             items = futures[future]

@@ -6,10 +6,13 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
+
 from builder import render as rendering
 from builder import spec as specs
 from builder.bake import base as bases
 from builder.bake import layer, packerrun
+from builder.errors import UserError
 from builder.project import find_project
 
 from .test_contentkey import keys
@@ -62,10 +65,13 @@ def test_layered_and_bare_bakes_are_different_images(project, tmp_path):
     layered = rendering.render([role], "qemu", env, proj, tmp_path / "l")[0]
     bare = rendering.render([role], "qemu", env, proj, tmp_path / "b", layers=False)[0]
     assert layered.content_key != bare.content_key
-    assert rendering.source_identity(role, "qemu", env, True).startswith("layer:")
-    assert rendering.source_identity(role, "qemu", env, False) == bases.identity(role.base)
+    def source(target: str, layers: bool) -> str:
+        return rendering.source_identity(role, target, env, layers, proj.templates)
+
+    assert source("qemu", True).startswith("layer:")
+    assert source("qemu", False) == bases.identity(role.base)
     # AWS bakes start from Debian's AMI whatever the flag says.
-    assert rendering.source_identity(role, "aws", env, True).startswith("ami:")
+    assert source("aws", True).startswith("ami:")
 
 
 def test_provisioning_skips_apt_only_when_every_package_is_present(project, tmp_path):
@@ -129,3 +135,38 @@ def test_the_agents_own_packages_join_the_list_on_aws_only(project, tmp_path):
         lists[target] = shlex.split(loop.removeprefix("for p in ").removesuffix("; do"))
     assert lists["aws"] == lists["qemu"] + ["python3-boto3"]
     assert "python3-boto3" not in lists["qemu"]
+
+
+def test_a_layer_script_edit_rebuilds_only_that_roles_layer(project):
+    proj = find_project(start=project)
+    roles = specs.load_roles(proj)
+    db, lb = roles["etcd-patroni"], roles["haproxy"]
+    assert db.layer_scripts == ["neutralize.sh"]
+    before = {r.role: layer.role_identity(r, specs.Mirrors(), proj.templates) for r in (db, lb)}
+    # No layer scripts: the key is the one it was before layer scripts existed.
+    assert before["haproxy"] == layer.identity(lb.base, lb.packages, specs.Mirrors())
+    script = project / "templates/etcd-patroni/neutralize.sh"
+    script.write_text(script.read_text() + "# edited\n")
+    after = {r.role: layer.role_identity(r, specs.Mirrors(), proj.templates) for r in (db, lb)}
+    assert after["etcd-patroni"] != before["etcd-patroni"]
+    assert after["haproxy"] == before["haproxy"]
+
+
+def test_layer_scripts_run_in_the_chroot_from_a_quoted_path(tmp_path):
+    script = tmp_path / "a dir; rm -rf x" / "neutralize.sh"
+    [hook] = layer._script_hooks({"neutralize.sh": script})
+    assert hook.startswith("cp '" + str(script) + "' \"$1/tmp/builder-layer-script\" && ")
+    assert 'chroot "$1" sh /tmp/builder-layer-script' in hook
+
+
+def test_a_layer_script_must_be_one_of_the_roles_scripts(project):
+    import yaml
+
+    spec_path = project / "images/etcd-patroni.yaml"
+    data = yaml.safe_load(spec_path.read_text())
+    data["layer_scripts"] = ["post-bootstrap.sh"]
+    spec_path.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match="post-bootstrap.sh is not one of the role's scripts")\
+            as err:
+        specs.load_roles(find_project(start=project))
+    assert "layer_scripts" in str(err.value)

@@ -41,13 +41,17 @@ def cluster() -> None:
 @click.option("--role", "only", multiple=True, metavar="ROLE",
               help="Boot only these roles (repeatable; default: every role of the "
                    "environment that has an image, etcd-patroni and haproxy required).")
+@click.option("--version", "versions", multiple=True, metavar="ROLE=VERSION",
+              help="Boot ROLE from its newest image of VERSION instead of its newest image "
+                   "(repeatable): e.g. the release in production, before an upgrade.")
 @click.option("--keep-on-failure", "keep", is_flag=True,
               help="Leave the VMs running when a node fails to come up (to debug it).")
-def up(env_name, as_json, timeout, only, keep) -> None:
+def up(env_name, as_json, timeout, only, versions, keep) -> None:
     """Boot the cluster on a private network and wait until every node is ready."""
     from builder.cluster import manage, views
 
-    emit(manage.up(env_name, only, timeout, keep), as_json, views.up)
+    emit(manage.up(env_name, only, timeout, keep, manage.pinned(versions)), as_json,
+         views.up)
 
 
 @cluster.command()

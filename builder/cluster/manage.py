@@ -57,13 +57,37 @@ def artifact_of(registry: Registry, role: str, image: str | None = None,
     return None
 
 
+def pinned(pairs: tuple[str, ...]) -> dict[str, str]:
+    """`--version ROLE=VERSION` flags as {role: version}."""
+    versions: dict[str, str] = {}
+    for pair in pairs:
+        role, sep, version = pair.partition("=")
+        if not sep or not role or not version:
+            raise UserError(f"expected ROLE=VERSION, got {pair!r}", field="--version")
+        if role in versions and versions[role] != version:
+            raise UserError(f"two versions for {role}: {versions[role]} and {version}",
+                            field="--version")
+        versions[role] = version
+    return versions
+
+
 def plan(project: Project, env: specs.Environment, roles: dict[str, specs.RoleSpec],
-         only: tuple[str, ...]) -> tuple[list[Node], list[str]]:
-    """The nodes to boot and the roles left out for want of an artifact."""
+         only: tuple[str, ...], versions: dict[str, str] | None = None
+         ) -> tuple[list[Node], list[str]]:
+    """The nodes to boot and the roles left out for want of an artifact; `versions` pins a
+    role to its newest image of that version."""
+    versions = versions or {}
     for name in only:
         if name not in roles:
             raise UserError(f"unknown role {name!r} (known: {', '.join(sorted(roles))})",
                             field="--role")
+    for name in versions:
+        if name not in roles:
+            raise UserError(f"unknown role {name!r} (known: {', '.join(sorted(roles))})",
+                            field="--version")
+        if only and name not in only or not env.nodes.get(name):
+            raise UserError(f"{name} is not booted in this cluster: its version has no "
+                            "node to apply to", field="--version")
     registry = Registry(default_path(project.state))
     network = ipaddress.ip_network(env.network.cidr)
     hosts = list(network.hosts())
@@ -73,7 +97,10 @@ def plan(project: Project, env: specs.Environment, roles: dict[str, specs.RoleSp
         count = env.nodes.get(role_name, 0)
         if not count or (only and role_name not in only) or role_name not in roles:
             continue
-        artifact = artifact_of(registry, role_name)
+        artifact = artifact_of(registry, role_name, version=versions.get(role_name))
+        if artifact is None and role_name in versions:
+            raise UserError(f"no tested qemu image of {role_name} version "
+                            f"{versions[role_name]} in the registry", field="--version")
         if artifact is None:
             if role_name in REQUIRED or role_name in only:
                 raise UserError(f"no tested qemu image of role {role_name} in the registry "
@@ -199,12 +226,13 @@ def _power_on(cluster: Cluster, nodes: list[Node]) -> dict[str, float]:
     return started
 
 
-def up(env_name: str | None, only: tuple[str, ...], timeout: float, keep: bool) -> dict:
+def up(env_name: str | None, only: tuple[str, ...], timeout: float, keep: bool,
+       versions: dict[str, str] | None = None) -> dict:
     project, roles, env = context(env_name)
     if env.discovery.method != "static":
         raise UserError(f"environment {env.name} discovers peers by {env.discovery.method}; "
                         "a local cluster needs static discovery", field="discovery.method")
-    nodes, skipped = plan(project, env, roles, only)
+    nodes, skipped = plan(project, env, roles, only, versions)
     with locked(project.state, env.name):
         where = directory(project.state, env.name)
         if (where / "cluster.json").exists():

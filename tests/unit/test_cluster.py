@@ -31,10 +31,10 @@ def project(tmp_path, monkeypatch):
     return find_project(start=root)
 
 
-def plan(project, only=()):
+def plan(project, only=(), versions=None):
     roles = specs.load_roles(project)
     env = specs.load_environment("local", project, roles)
-    return manage.plan(project, env, roles, only)
+    return manage.plan(project, env, roles, only, versions)
 
 
 def test_plan_gives_every_node_a_slot_address_and_macs(project, tmp_path):
@@ -61,6 +61,39 @@ def test_plan_needs_the_database_and_haproxy_images(project, tmp_path):
     with pytest.raises(UserError, match="builder bake haproxy") as err:
         plan(project)
     assert err.value.field == "--role"
+
+
+def test_up_boots_a_pinned_version_instead_of_the_newest(project, tmp_path):
+    old = register(project, "etcd-patroni", tmp_path, version="1.1.0")
+    new = register(project, "etcd-patroni", tmp_path, version="1.2.0")
+    register(project, "haproxy", tmp_path)
+    assert {n.artifact for n in plan(project)[0] if n.role == "etcd-patroni"} == {new}
+    nodes, _ = plan(project, versions=manage.pinned(("etcd-patroni=1.1.0",)))
+    assert {n.artifact for n in nodes if n.role == "etcd-patroni"} == {old}
+
+
+@pytest.mark.parametrize("pairs, words", [
+    (("etcd-patroni",), "expected ROLE=VERSION"),
+    (("=1.0.0",), "expected ROLE=VERSION"),
+    (("etcd-patroni=1.0.0", "etcd-patroni=1.1.0"), "two versions for etcd-patroni"),
+    (("nope=1.0.0",), "unknown role 'nope'"),
+    (("etcd-patroni=9.9.9",), "no tested qemu image of etcd-patroni version 9.9.9"),
+])
+def test_a_bad_pinned_version_names_the_flag(project, tmp_path, pairs, words):
+    register(project, "etcd-patroni", tmp_path)
+    register(project, "haproxy", tmp_path)
+    with pytest.raises(UserError, match=words) as err:
+        plan(project, versions=manage.pinned(pairs))
+    assert err.value.field == "--version"
+
+
+def test_a_pinned_role_must_be_booted(project, tmp_path):
+    register(project, "etcd-patroni", tmp_path)
+    register(project, "haproxy", tmp_path)
+    with pytest.raises(UserError, match="not booted in this cluster") as err:
+        plan(project, only=("etcd-patroni", "haproxy"),
+             versions=manage.pinned(("redis=1.0.0",)))
+    assert err.value.field == "--version"
 
 
 def test_plan_rejects_an_unknown_role(project):

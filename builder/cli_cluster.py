@@ -100,7 +100,7 @@ def start(node, env_name, as_json, timeout) -> None:
 @click.argument("node")
 @_env
 @_timeout
-@_image("Boot this image of the node's role", "instead of the newest tested one: an image "
+@_image("Boot this image of the node's role", "instead of the one the node ran: an image "
         "swap or a rollback.")
 def replace(node, env_name, as_json, timeout, image) -> None:
     """Replace NODE by a new instance (new instance-id, empty disk, same role and slot)."""

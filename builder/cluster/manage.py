@@ -357,15 +357,22 @@ def start(env_name: str | None, name: str, timeout: float) -> dict:
 
 def replace(env_name: str | None, name: str, timeout: float, image: str | None = None) -> dict:
     """A new instance in the node's slot: new instance-id, empty disk, same role; booted
-    from `image` when given (an image swap or a rollback), else the role's newest."""
+    from `image` when given (an image swap or a rollback), else from the image the node
+    ran, as an autoscaling group replaces a dead instance from its launch template (a newer
+    image reaches a running cluster only by `--image` or `cluster upgrade`)."""
     project, roles, env = context(env_name)
     cluster = load(project.state, env.name)
     with locked(project.state, cluster.env):
         node = cluster.node(name)
-        chosen = artifact_of(Registry(default_path(project.state)), node.role, image)
-        if image and chosen is None:
-            raise UserError(f"no tested qemu image {image} of role {node.role} in the "
-                            "registry", field="--image")
+        chosen = None
+        if image:
+            chosen = artifact_of(Registry(default_path(project.state)), node.role, image)
+            if chosen is None:
+                raise UserError(f"no tested qemu image {image} of role {node.role} in the "
+                                "registry", field="--image")
+        elif not (Path(node.artifact) / "manifest.json").is_file():
+            raise OperationError(f"{name}'s image {node.image} is no longer on disk: give "
+                                 "the one to boot with --image")
         return replace_node(cluster, node, project, roles, env, timeout, chosen)
 
 

@@ -177,6 +177,8 @@ def test_replace_dead_node_joins_etcd_and_patroni_as_replica(cluster):
     _json(builder, "cluster", "kill", victim)
     replaced = _json(builder, "cluster", "replace", victim, timeout=1800)
     assert replaced["replaced"] == old_id and replaced["instance_id"] != old_id
+    # Like for like: the image it ran, not the newer one the upgrade test rolls out.
+    assert replaced["image"] == health.db_nodes(status)[victim]["image"], replaced
     after = _wait_healthy(builder)
     row = health.db_nodes(after)[victim]
     assert row["instance_id"] == replaced["instance_id"]

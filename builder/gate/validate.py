@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,10 +63,16 @@ class _Skip(Exception):
     pass
 
 
+# python-hcl2 builds its parser on first use behind an lru_cache, which does not lock:
+# roles parsed at once each built it (three builds seen for three roles, ~0.1 s CPU each).
+# Parsing holds the GIL anyway, so parsing one file at a time costs no wall time.
+_HCL2 = threading.Lock()
+
+
 def _hcl_parse(item: Rendered) -> str:
     for path in sorted(item.directory.glob("*.pkr.hcl")):
         try:
-            with path.open() as fh:
+            with path.open() as fh, _HCL2:
                 hcl2.load(fh)
         except Exception as exc:  # python-hcl2 raises lark errors of many kinds
             raise _Fail(f"{path.name}: {str(exc).splitlines()[0]}") from None

@@ -108,15 +108,9 @@ def sample_vars(item: Rendered, scratch: Path) -> list[str]:
     return [arg for k, v in values.items() for arg in ("-var", f"{k}={v}")]
 
 
-# A `packer validate` is eight short Go processes (the command and each plugin it starts),
-# and a fifth of their CPU went to collecting garbage none of them lives long enough to
-# need collected (~50 MB each at most). The limit keeps a runaway one bounded all the same.
-GO_RUNTIME = {"GOGC": "off", "GOMEMLIMIT": "512MiB"}
-
-
 def _run_packer(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([packer.binary(), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False, env=packer.environment(GO_RUNTIME))
+                          timeout=120, check=False, env=packer.environment(packer.SHORT_LIVED))
 
 
 def _packer_fmt_batch(items: list[Rendered], scratch: Path) -> bool:

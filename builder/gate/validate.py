@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -62,23 +63,35 @@ class _Skip(Exception):
     pass
 
 
+# python-hcl2 builds its parser on first use behind an lru_cache, which does not lock:
+# roles parsed at once each built it (three builds seen for three roles, ~0.1 s CPU each).
+# Parsing holds the GIL anyway, so parsing one file at a time costs no wall time.
+_HCL2 = threading.Lock()
+
+
 def _hcl_parse(item: Rendered) -> str:
     for path in sorted(item.directory.glob("*.pkr.hcl")):
         try:
-            with path.open() as fh:
+            with path.open() as fh, _HCL2:
                 hcl2.load(fh)
         except Exception as exc:  # python-hcl2 raises lark errors of many kinds
             raise _Fail(f"{path.name}: {str(exc).splitlines()[0]}") from None
     return "parsed"
 
 
-def sample_vars(item: Rendered, scratch: Path) -> list[str]:
-    """Harmless values for the variables only a bake knows, so `packer validate` can run."""
+def sample_files(scratch: Path) -> Path:
+    """The empty files and the throwaway key that sample_vars points at, made once per run:
+    every role's `packer validate` only reads them."""
     scratch.mkdir(parents=True, exist_ok=True)
     for name in ("user-data", "meta-data", "vmlinuz", "initrd.img", "base.qcow2"):
         (scratch / name).write_text("")
-    if not (scratch / "key").exists():
-        sshkey.generate(scratch / "key", "builder-validate")
+    sshkey.generate(scratch / "key", "builder-validate")
+    return scratch
+
+
+def sample_vars(item: Rendered, scratch: Path) -> list[str]:
+    """Harmless values for the variables only a bake knows, so `packer validate` can run;
+    scratch holds sample_files."""
     values = {
         "content_key": item.content_key, "python": "python3", "project_root": str(scratch),
         "junit_path": str(scratch / "junit.xml"), "manifest_path": str(scratch / "manifest.json"),
@@ -97,7 +110,7 @@ def sample_vars(item: Rendered, scratch: Path) -> list[str]:
 
 def _run_packer(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([packer.binary(), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120, check=False, env=packer.environment())
+                          timeout=120, check=False, env=packer.environment(packer.SHORT_LIVED))
 
 
 def _packer_fmt_batch(items: list[Rendered], scratch: Path) -> bool:
@@ -125,12 +138,10 @@ def _packer_fmt(item: Rendered, batch: concurrent.futures.Future | None = None) 
     return "formatted"
 
 
-def _packer_validate(item: Rendered) -> str:
+def _packer_validate(item: Rendered, samples: Path) -> str:
     if not packer.binary():
         raise _Skip("packer not installed")
-    with tempfile.TemporaryDirectory(prefix="builder-validate-") as scratch:
-        proc = _run_packer(["validate", *sample_vars(item, Path(scratch)), item.hcl.name],
-                           item.directory)
+    proc = _run_packer(["validate", *sample_vars(item, samples), item.hcl.name], item.directory)
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
         raise _Fail(" | ".join(lines[:6]))
@@ -291,6 +302,7 @@ def run(rendered: list[Rendered], project: Project) -> list[Check]:
 def _run(rendered: list[Rendered], project: Project, scratch: Path) -> list[Check]:
     qemu = rendered[0].target == "qemu"
     seed = _write_bake_seed(project, "qemu", scratch) if qemu else None
+    samples = sample_files(scratch / "packer-vars") if packer.binary() else scratch
     schema_paths = [i.directory / "user-data" for i in rendered]
     if isinstance(seed, Path):
         schema_paths.append(seed)
@@ -304,7 +316,8 @@ def _run(rendered: list[Rendered], project: Project, scratch: Path) -> list[Chec
             role = item.role.role
             jobs.append((role, "hcl2-parse", lambda item=item: _hcl_parse(item)))
             jobs.append((role, "packer-fmt", lambda item=item: _packer_fmt(item, formatted)))
-            jobs.append((role, "packer-validate", lambda item=item: _packer_validate(item)))
+            jobs.append((role, "packer-validate",
+                         lambda item=item: _packer_validate(item, samples)))
             jobs.append((role, "user-data-schema",
                          lambda item=item: _cloud_init_schema(item.directory / "user-data",
                                                               schemas)))

@@ -50,13 +50,16 @@ def _terminate_on_sigterm() -> None:
 def bake(roles: list[RoleSpec], target: str, env: Environment, project: Project,
          force: bool, parallel: int, out: Path | None = None, layers: bool = True) -> dict:
     started = time.monotonic()
-    if target == "qemu" and not packer.binary():
-        raise UserError("packer is not installed (run `make setup`)", field="--target")
     _terminate_on_sigterm()
     state = project.state.resolve()
-    registry = registry_for(project)
     rendered = render(roles, target, env, project, out or project.root / "packer",
                       layers=layers)
+    # Refusals first, before anything is written to the state directory (the registry).
+    if force and target == "qemu":
+        _refuse_replacing_in_use(rendered, state)
+    if target == "qemu" and not packer.binary():
+        raise UserError("packer is not installed (run `make setup`)", field="--target")
+    registry = registry_for(project)
     results: dict[str, dict] = {}
     todo: list[Rendered] = []
     for item in rendered:
@@ -81,6 +84,22 @@ def bake(roles: list[RoleSpec], target: str, env: Environment, project: Project,
     return {"ok": all(r["status"] in ("baked", "up-to-date") for r in ordered),
             "target": target, "seconds": round(time.monotonic() - started, 2),
             "bakes": ordered}
+
+
+def _refuse_replacing_in_use(rendered: list[Rendered], state: Path) -> None:
+    """A forced bake of the same version and key deletes and recreates the artifact's
+    directory: the disks of the cluster nodes booted from it are overlays on its disk."""
+    from builder.bake.targets import qemu
+    from builder.cluster.state import artifacts_in_use
+
+    used = artifacts_in_use(state)
+    for item in rendered:
+        artifact = qemu.artifact_dir(state, item)
+        if artifact.resolve() in used:
+            raise UserError(f"would replace {artifact} under the cluster nodes booted from "
+                            f"it ({', '.join(used[artifact.resolve()])}): take their cluster "
+                            "down first (`builder cluster down --env ENV`) or bake another "
+                            "version", field="--force")
 
 
 def _bake_qemu(todo: list[Rendered], env: Environment, project: Project, state: Path,

@@ -303,10 +303,10 @@ def down(env_name: str | None) -> dict:
 
 def kill(env_name: str | None, name: str) -> dict:
     project, env = resolve(env_name)
-    cluster = load(project.state, env)
-    node = cluster.node(name)
-    vm = cluster.vm(node)
-    was_running = vm.kill()
+    # Locked like every other power change: a kill inside an upgrade or replace breaks it.
+    with locked(project.state, env):
+        cluster = load(project.state, env)
+        was_running = cluster.vm(cluster.node(name)).kill()
     return {"node": name, "killed": was_running, "at": time.time()}
 
 
@@ -319,8 +319,9 @@ def stop(env_name: str | None, name: str, timeout: float = STOP_TIMEOUT) -> dict
     group's termination or an operator's shutdown): its units stop in order, and an
     etcd-patroni node leaves the cluster first. Waits until its VM is off."""
     project, env = resolve(env_name)
-    cluster = load(project.state, env)
-    return stop_node(cluster, cluster.node(name), timeout)
+    with locked(project.state, env):
+        cluster = load(project.state, env)
+        return stop_node(cluster, cluster.node(name), timeout)
 
 
 def stop_node(cluster: Cluster, node: Node, timeout: float = STOP_TIMEOUT) -> dict:

@@ -157,6 +157,19 @@ def load(state: Path, env: str) -> Cluster:
     return Cluster(directory(state, env), nodes=nodes, **data)
 
 
+def artifacts_in_use(state: Path) -> dict[Path, list[str]]:
+    """Every artifact a node of a cluster that is up boots from (its resolved path -> the
+    `env/node` names): a node's disk is an overlay on the artifact's, which must not change
+    under it. A cluster that is down (no cluster.json) uses none."""
+    used: dict[Path, list[str]] = {}
+    for file in sorted((state / "cluster").glob("*/cluster.json")):
+        cluster = load(state, file.parent.name)
+        for node in cluster.nodes:
+            used.setdefault(Path(node.artifact).resolve(), []).append(
+                f"{cluster.env}/{node.name}")
+    return used
+
+
 @contextlib.contextmanager
 def locked(state: Path, env: str):
     """One mutating command at a time per cluster (a second one fails at once)."""

@@ -13,7 +13,7 @@ import pytest
 from builder import spec as specs
 from builder.agent.leave import MAX_LAG
 from builder.cluster import health, manage, upgrade
-from builder.cluster.state import Cluster, directory
+from builder.cluster.state import Cluster, directory, locked
 from builder.errors import UserError
 from builder.project import find_project
 from builder.registry import Registry, default_path
@@ -231,6 +231,28 @@ def test_bad_input_is_one_line_naming_the_flag_exit_2(project, tmp_path, args, w
     proc = run_builder(["cluster", "upgrade", *args], project.root, project.state)
     line = _fails_in_one_line(proc, 2)
     assert all(word in line for word in words), line
+
+
+@pytest.mark.parametrize("command", ["kill", "stop"])
+def test_kill_and_stop_are_refused_while_another_command_changes_the_cluster(
+        project, tmp_path, command):
+    """An upgrade, replace or start holds the lock: a power-off in the middle of one would
+    break it (a node stopped between its replacement's boot and ready)."""
+    _cluster_on_disk(project, tmp_path)
+    with locked(project.state, "local"):
+        proc = run_builder(["cluster", command, "etcd-patroni-2"], project.root, project.state)
+    line = _fails_in_one_line(proc, 2)
+    assert "--env: another `builder cluster` command is changing cluster local" in line
+
+
+def test_kill_and_stop_go_ahead_when_no_one_holds_the_lock(project, tmp_path):
+    _cluster_on_disk(project, tmp_path)
+    kill = run_builder(["cluster", "kill", "etcd-patroni-2", "--json"], project.root,
+                       project.state)
+    assert kill.returncode == 0, kill.stderr
+    assert json.loads(kill.stdout)["killed"] is False  # no VM was running
+    stop = run_builder(["cluster", "stop", "etcd-patroni-2"], project.root, project.state)
+    assert "node etcd-patroni-2 is not running" in _fails_in_one_line(stop, 2)
 
 
 def test_an_unhealthy_cluster_is_refused_exit_1_and_nothing_is_recorded(project, tmp_path):

@@ -30,9 +30,10 @@ class Ack:
 
 @dataclasses.dataclass
 class Writer:
-    dsn: str
+    # Out of repr: a failed assertion prints the writer, and the DSN holds the password.
+    dsn: str = dataclasses.field(repr=False)
     interval: float = 0.05
-    acks: list[Ack] = dataclasses.field(default_factory=list)
+    acks: list[Ack] = dataclasses.field(default_factory=list, repr=False)
     errors: list[tuple[float, str]] = dataclasses.field(default_factory=list)
     misrouted: int = 0    # refused because the server was a read-only replica
     attempts: int = 0

@@ -271,3 +271,10 @@ def test_a_tcg_cluster_gives_patroni_a_longer_ttl_through_node_settings(accel):
     else:
         assert node["settings"] == {}
     assert manage.boot_settings(accel, "haproxy") == {}
+
+
+def test_a_writer_shown_in_a_failed_assertion_keeps_its_password_out():
+    from builder.cluster.writer import Writer
+
+    shown = repr(Writer("postgresql://saleor:s3cret-value@127.0.0.1:5433/saleor"))
+    assert "s3cret-value" not in shown and "misrouted" in shown

@@ -7,8 +7,9 @@ the power-off's run that follows finds nothing left to do.
 A crash costs the cluster a leader-key expiry (~22 s of write outage here, notes/ha.md)
 and leaves a dead etcd member that only the replacement's agent removes. Leaving instead:
 1. if this node is the Patroni leader, a switchover to a healthy replica (the synchronous
-   standby first), waited for until the new primary answers Patroni's /primary (what
-   HAProxy checks) for HAProxy's rise window;
+   standby first), waited for until the new primary takes writes as HAProxy checks it
+   (Patroni's /primary is 200 and its PostgreSQL has left recovery), for HAProxy's rise
+   window;
 2. this node's etcd member removed, unless that would leave fewer healthy members than
    the smaller cluster's quorum (then it stays, and the replacement removes it as today);
    the local etcd data goes with it, so a later boot of this disk joins as a new member.
@@ -44,6 +45,11 @@ MAX_LAG = 1048576
 # connected for 5 s; a peer that just reconnected is worth that wait.
 REMOVE_TIMEOUT = 30.0
 ETCD_TIMEOUT = 10.0
+# Right after the switchover the new primary's node hands etcd's leadership on
+# (builder/agent/etcd_leader.py); members answer /health false until the transfer's
+# election ends, seconds on a starved host (measured: a leave 3 s after the switchover
+# found 1 healthy voting peer of 2). A peer is given this long before the member is kept.
+QUORUM_WAIT = 30.0
 
 
 def shutting_down_for_good(list_jobs: Callable[[], str] | None = None) -> bool:
@@ -91,8 +97,16 @@ class Patroni:
             raise AgentError(f"patroni {self.url}/cluster: HTTP {code}: {text[:200]}")
         return json.loads(text)
 
-    def is_primary(self) -> bool:
-        return self._request("/primary")[0] == 200
+    def takes_writes(self) -> bool:
+        """What HAProxy's check asks (haproxy.cfg.j2): /primary is 200 (the leader lock)
+        and the body's role, from pg_is_in_recovery(), is a primary's."""
+        code, text = self._request("/primary")
+        if code != 200:
+            return False
+        try:
+            return json.loads(text).get("role") in ("master", "primary")
+        except (ValueError, AttributeError):
+            return False
 
     def switchover(self, leader: str, candidate: str) -> tuple[int, str]:
         # Patroni answers once the switchover is over: seconds, more under TCG.
@@ -139,7 +153,7 @@ def hand_over(me: str, patroni: Patroni, *, timeout: float = SWITCHOVER_TIMEOUT,
         return {"primary": True, "switchover": f"refused: HTTP {code}: {text.strip()[:200]}",
                 "candidate": target["name"]}
     new = dataclasses.replace(patroni, url=target["api_url"].rsplit("/patroni", 1)[0])
-    while not new.is_primary():
+    while not new.takes_writes():
         if clock() - started > timeout:
             return {"primary": True, "candidate": target["name"],
                     "switchover": f"{target['name']} not primary after {timeout:.0f} s"}
@@ -160,11 +174,17 @@ def leave_etcd(me: str, local: Client, client_for: Callable[[Member], Client]) -
     if mine is None:
         return {"etcd": "not a member"}
     others = [m for m in members if m.id != mine.id]
-    healthy = [m for m in others if m.client_urls and client_for(m).healthy()]
-    voters = [m for m in healthy if not m.learner]
-    if not others or len(voters) < quorum(len([m for m in others if not m.learner])):
-        return {"etcd": f"member kept: {len(voters)} healthy voting peer(s) of "
-                        f"{len(others)} would not hold a quorum without it"}
+    needed = quorum(len([m for m in others if not m.learner]))
+    waited_until = time.monotonic() + QUORUM_WAIT
+    while True:
+        voters = [m for m in others
+                  if not m.learner and m.client_urls and client_for(m).healthy()]
+        if others and len(voters) >= needed:
+            break
+        if not others or time.monotonic() > waited_until:
+            return {"etcd": f"member kept: {len(voters)} healthy voting peer(s) of "
+                            f"{len(others)} would not hold a quorum without it"}
+        time.sleep(1)
     deadline = time.monotonic() + REMOVE_TIMEOUT
     peer = client_for(voters[0])
     while True:

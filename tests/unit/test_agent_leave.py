@@ -27,15 +27,26 @@ class PatroniCluster:
     """GET /cluster, GET /primary and POST /switchover of a 3-member Patroni cluster, one
     server per member sharing the cluster's state (who leads)."""
 
-    def __init__(self, leader: str, lagging: tuple[str, ...] = (), answer_after: float = 0):
+    def __init__(self, leader: str, lagging: tuple[str, ...] = (), answer_after: float = 0,
+                 promotion: float = 0):
         self.leader = leader
         self.answer_after = answer_after  # seconds Patroni takes to answer a switchover
+        # Seconds a new leader holds the lock while PostgreSQL is still in recovery.
+        self.promotion = promotion
+        self.promoted_at = 0.0
         self.lagging = lagging
         self.switchovers: list[dict] = []
         self.servers = {name: self._serve(name) for name in ("db-0", "db-1", "db-2")}
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.servers[name].server_address[1]}"
+
+    def primary(self, name: str) -> tuple[int, dict]:
+        """Patroni 3.0's GET /primary: 200 with the lock; the role is pg_is_in_recovery()'s."""
+        if name != self.leader:
+            return 503, {"state": "running", "role": "replica"}
+        promoted = time.monotonic() >= self.promoted_at + self.promotion
+        return 200, {"state": "running", "role": "master" if promoted else "replica"}
 
     def members(self) -> list[dict]:
         out = []
@@ -60,9 +71,11 @@ class PatroniCluster:
             def do_GET(self):  # noqa: N802
                 if self.path == "/cluster":
                     self._send(200, json.dumps({"members": cluster.members()}))
+                elif self.path == "/primary":
+                    code, body = cluster.primary(name)
+                    self._send(code, json.dumps(body))
                 else:
-                    self._send(200 if self.path == "/primary" and cluster.leader == name
-                               else 503)
+                    self._send(503)
 
             def do_POST(self):  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -73,6 +86,7 @@ class PatroniCluster:
                     return self._send(412, "leader name does not match")
                 cluster.switchovers.append(body)
                 cluster.leader = body["candidate"]
+                cluster.promoted_at = time.monotonic()
                 time.sleep(cluster.answer_after)
                 self._send(200, f"Successfully switched over to \"{body['candidate']}\"")
 
@@ -108,6 +122,18 @@ def test_the_primary_switches_over_to_the_synchronous_standby(patroni_cluster):
     assert report["switchover"] == "done" and report["candidate"] == "db-2", report
     assert cluster.switchovers == [{"leader": "db-0", "candidate": "db-2"}]
     assert cluster.leader == "db-2"
+
+
+def test_the_handover_waits_for_the_new_primary_to_leave_recovery(patroni_cluster):
+    """Patroni's /primary is 200 once the candidate holds the lock; HAProxy (and so the
+    leave) waits for its PostgreSQL to take writes too."""
+    cluster = patroni_cluster(leader="db-0", promotion=1.5)
+    started = time.monotonic()
+    report = leave.hand_over("db-0", leave.Patroni(cluster.url("db-0"), *LOGIN))
+    assert report["switchover"] == "done", report
+    assert time.monotonic() - started >= 1.5
+    assert leave.Patroni(cluster.url("db-2")).takes_writes()
+    assert not leave.Patroni(cluster.url("db-0")).takes_writes()
 
 
 def test_a_lagging_standby_is_passed_over_and_a_replica_does_nothing(patroni_cluster):
@@ -163,7 +189,7 @@ def test_the_member_leaves_when_the_rest_keep_a_quorum(three, tmp_path):
 
 
 @needs_etcd
-def test_the_member_stays_when_leaving_would_lose_the_quorum(three, etcds):
+def test_the_member_stays_when_leaving_would_lose_the_quorum(three, etcds, monkeypatch):
     running, clients = etcds, three
     # A follower dies (no election to wait out): one healthy voting peer of two is left.
     leader_id = clients["db-0"].status().leader_id
@@ -171,6 +197,26 @@ def test_the_member_stays_when_leaving_would_lose_the_quorum(three, etcds):
     proc = next(p for p in running.procs if p.args[2] == victim)
     proc.kill()
     proc.wait(timeout=10)
+    monkeypatch.setattr(leave, "QUORUM_WAIT", 2.0)
     report = leave.leave_etcd("db-0", clients["db-0"], lambda m: Client(m.client_urls[0]))
     assert report["etcd"].startswith("member kept: 1 healthy voting peer(s) of 2"), report
     assert len(clients["db-0"].members()) == 3
+
+
+@needs_etcd
+def test_a_peer_unhealthy_for_a_moment_is_waited_for(three, tmp_path):
+    """The switchover's etcd leadership transfer makes members answer /health false for
+    a moment: the leave looks again instead of keeping the member."""
+    clients = three
+    looks: dict[str, int] = {}
+
+    class Transferring(Client):
+        def healthy(self) -> bool:
+            looks[self.url] = looks.get(self.url, 0) + 1
+            return looks[self.url] > 2 and super().healthy()
+
+    started = time.monotonic()
+    report = leave.leave_etcd("db-0", clients["db-0"], lambda m: Transferring(m.client_urls[0]))
+    assert report["etcd"] == "removed", report
+    assert time.monotonic() - started >= 2  # two looks, a second apart, found no quorum
+    assert sorted(m.name for m in clients["db-1"].members()) == ["db-1", "db-2"]

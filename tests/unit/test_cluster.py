@@ -162,7 +162,7 @@ def test_the_seed_backend_replaces_only_the_postgres_section():
           for i in range(3)]
     swapped = seed_config(ours, db)
     assert "tcp-check connect port 5432" in swapped
-    assert "httpchk OPTIONS /primary" not in swapped and "OPTIONS /replica" in swapped
+    assert "httpchk GET /primary" not in swapped and "OPTIONS /replica" in swapped
     assert "listen postgres-replicas" in swapped and "listen stats" in swapped
     assert swapped.count("server db-") == 3
 

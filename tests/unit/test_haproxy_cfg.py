@@ -68,8 +68,11 @@ def test_writes_go_to_the_patroni_primary_only(config):
     bind = [ln for ln in lines if ln.startswith("bind ")]
     assert bind == ["bind 10.20.0.21:5432"]
     assert "mode tcp" in lines
-    assert "option httpchk OPTIONS /primary" in lines
-    assert "http-check expect status 200" in lines
+    checks = [ln for ln in lines if ln.startswith(("option httpchk", "http-check "))]
+    # The leader lock and a PostgreSQL out of recovery, both (the role is the body's).
+    assert checks == ["option httpchk GET /primary",
+                      'http-check expect rstring "\\"role\\": \\"(master|primary)\\""',
+                      "http-check expect status 200"]
     [defaults] = [ln for ln in lines if ln.startswith("default-server ")]
     assert "on-marked-down shutdown-sessions" in defaults
     servers = [ln for ln in lines if ln.startswith("server ")]
@@ -220,3 +223,110 @@ def test_a_running_haproxy_serves_metrics_only_with_the_password(config, tmp_pat
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _writes_only(config: str, port: int, pg: int, api: int, sock: str) -> str:
+    """The rendered defaults and `listen postgres` as they are, on loopback: one server,
+    its PostgreSQL port and Patroni's API replaced by this test's stand-ins."""
+    keep, out = False, ["global", f"    stats socket {sock} level admin"]
+    for line in config.splitlines():
+        if line and not line[0].isspace() and not line.startswith("#"):
+            keep = line in ("defaults", "listen postgres")
+        if not keep or line.strip().startswith("log "):
+            continue
+        if line.strip().startswith("server "):
+            if any(ln.strip().startswith("server ") for ln in out):
+                continue
+            line = re.sub(r"\S+:5432 check port 8008", f"127.0.0.1:{pg} check port {api}", line)
+        out.append(line.replace("10.20.0.21:5432", f"127.0.0.1:{port}"))
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_a_running_haproxy_sends_writes_only_to_a_promoted_leader(config, tmp_path):
+    """Patroni's /primary is 200 from the moment it holds the leader lock, while the
+    promotion may still run: the check's body rule keeps writes off that server until
+    PostgreSQL leaves recovery, and the status rule keeps them off an old primary that lost
+    the lock. The stand-in answers as Patroni 3.0 does (json.dumps of its status)."""
+    import http.server
+    import json
+    import socket
+    import threading
+    import time
+
+    answer = {"code": 200, "role": "replica"}
+
+    class Patroni(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({"state": "running", "role": answer["role"]}).encode()
+            self.send_response(answer["code"])
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_OPTIONS(self):  # Patroni's answer to OPTIONS: the status line alone
+            self.send_response_only(answer["code"])
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    api = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Patroni)
+    pg = socket.create_server(("127.0.0.1", 0))
+
+    def serve_pg():
+        while True:
+            try:
+                conn, _ = pg.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"postgres\n")
+
+    threads = [threading.Thread(target=api.serve_forever, daemon=True),
+               threading.Thread(target=serve_pg, daemon=True)]
+    for thread in threads:
+        thread.start()
+    port = _free_port()
+    path = tmp_path / "haproxy.cfg"
+    path.write_text(_writes_only(config, port, pg.getsockname()[1], api.server_port,
+                                 str(tmp_path / "admin.sock")))
+    proc = subprocess.Popen([shutil.which("haproxy"), "-db", "-f", str(path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def routed() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+                conn.settimeout(2)
+                return conn.recv(16) == b"postgres\n"
+        except OSError:
+            assert proc.poll() is None, proc.stdout.read()
+            return False
+
+    def settles(want: bool) -> bool:
+        # inter 1s, rise 2, fall 2: a change shows within ~3 s; 3 more confirm it holds.
+        deadline, seen = time.monotonic() + 15, 0
+        while time.monotonic() < deadline and seen < 3:
+            seen = seen + 1 if routed() == want else 0
+            time.sleep(1)
+        return seen == 3
+
+    try:
+        assert settles(False), "routed while promotion ran (leader lock, still in recovery)"
+        answer.update(role="master")
+        assert settles(True), "not routed to the promoted leader"
+        answer.update(code=503)
+        assert settles(False), "routed to a server without the leader lock"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        api.shutdown()
+        pg.close()

@@ -27,7 +27,7 @@ def test_rendered_config_is_accepted_by_this_haproxy(host):
 def test_writes_never_routed_by_a_plain_tcp_check(host):
     template = host.file("/usr/share/builder/templates/haproxy/haproxy.cfg.j2").content_string
     assert "tcp-check" not in template
-    assert "OPTIONS /primary" in template
+    assert "httpchk GET /primary" in template
 
 
 def test_peer_refresh_timer_installed_but_not_enabled(host):

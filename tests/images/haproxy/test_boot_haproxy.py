@@ -15,7 +15,7 @@ def test_haproxy_running_with_the_rendered_config(host):
     assert host.service("haproxy").is_running
     cfg = host.file("/etc/haproxy/haproxy.cfg")
     assert cfg.group == "haproxy" and cfg.mode == 0o640
-    assert cfg.contains("option httpchk OPTIONS /primary")
+    assert cfg.contains("option httpchk GET /primary")
     assert not cfg.contains("tcp-check")
 
 

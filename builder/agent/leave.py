@@ -34,7 +34,9 @@ from builder.agent.etcd import Client, EtcdError, Member
 
 # The targets a shutdown for good queues; reboot.target and kexec.target are not leaves.
 FOR_GOOD = ("poweroff.target", "halt.target")
-SWITCHOVER_TIMEOUT = 90.0
+# Measured under TCG: Patroni's own wait for the switchover (20 polls) ran out before it
+# ended; the budget is the new primary's, from the request on.
+SWITCHOVER_TIMEOUT = 120.0
 # HAProxy checks /primary every second and marks a server up after 2 (haproxy.cfg.j2).
 HAPROXY_RISE_SECONDS = 3.0
 REPORT = "/var/lib/builder/leave.json"
@@ -147,9 +149,11 @@ def hand_over(me: str, patroni: Patroni, *, timeout: float = SWITCHOVER_TIMEOUT,
         return {"primary": True, "switchover": "no healthy replica: left to failover"}
     started = clock()
     code, text = patroni.switchover(me, target["name"])
-    # No answer (code 0) is not a refusal: the switchover may be under way; the new
-    # primary's /primary below says whether it happened.
-    if code not in (0, 200):
+    # No answer (code 0) is not a refusal, nor Patroni's 503 "Switchover status unknown"
+    # (its API stopped waiting while the failover key still stands): the switchover may
+    # be under way; the new primary below says whether it happened.
+    pending = code == 0 or (code == 503 and "status unknown" in text)
+    if code != 200 and not pending:
         return {"primary": True, "switchover": f"refused: HTTP {code}: {text.strip()[:200]}",
                 "candidate": target["name"]}
     new = dataclasses.replace(patroni, url=target["api_url"].rsplit("/patroni", 1)[0])

@@ -311,7 +311,9 @@ def kill(env_name: str | None, name: str) -> dict:
 
 
 # A graceful leave may take a switchover (builder/agent/leave.py) before the power-off.
-STOP_TIMEOUT = 300.0
+# The graceful leave's unit may take 300 s to stop (builder-graceful-leave.service), then
+# the rest of the power-off.
+STOP_TIMEOUT = 420.0
 
 
 def stop(env_name: str | None, name: str, timeout: float = STOP_TIMEOUT) -> dict:

@@ -108,11 +108,14 @@ def test_primary_crash_loses_no_acknowledged_write(cluster):
         moment = time.monotonic()
         await_write_off(writer, moment, old["address"], 180, "no write taken after the kill")
         outage = writer.outage_around(moment)
-        cli_json(builder, "cluster", "start", old["name"], timeout=1200)
-        after = wait_healthy(builder)
         time.sleep(2)
     finally:
+        # Stopped once the new primary takes writes: a connection per write kept the new
+        # primary's guest 65-85 % busy through the old one's 11-minute rejoin (2026-12-03),
+        # which is not what this test is about; every acknowledged write is checked below.
         writer.stop()
+    cli_json(builder, "cluster", "start", old["name"], timeout=1200)
+    after = wait_healthy(builder)
     new = health.leader(after)
     assert new["name"] != old["name"]
     # The old primary rejoined as a replica.

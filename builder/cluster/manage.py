@@ -71,6 +71,26 @@ def pinned(pairs: tuple[str, ...]) -> dict[str, str]:
     return versions
 
 
+def require_role(name: str, roles: dict, field: str) -> None:
+    if name not in roles:
+        raise UserError(f"unknown role {name!r} (known: {', '.join(sorted(roles))})",
+                        field=field)
+
+
+def missing_image(role: str, *, field: str, image: str | None = None,
+                  version: str | None = None) -> UserError:
+    """The bad input of a role, image or version the registry holds no tested image of."""
+    if version:
+        return UserError(f"no tested qemu image of {role} version {version} in the registry "
+                         f"(set version: {version} in images/{role}.yaml and run `builder "
+                         f"bake {role}`)", field=field)
+    if image:
+        return UserError(f"no tested qemu image {image} of role {role} in the registry",
+                         field=field)
+    return UserError(f"no tested qemu image of role {role} in the registry (run `builder "
+                     f"bake {role}`)", field=field)
+
+
 def plan(project: Project, env: specs.Environment, roles: dict[str, specs.RoleSpec],
          only: tuple[str, ...], versions: dict[str, str] | None = None
          ) -> tuple[list[Node], list[str]]:
@@ -78,13 +98,9 @@ def plan(project: Project, env: specs.Environment, roles: dict[str, specs.RoleSp
     role to its newest image of that version."""
     versions = versions or {}
     for name in only:
-        if name not in roles:
-            raise UserError(f"unknown role {name!r} (known: {', '.join(sorted(roles))})",
-                            field="--role")
+        require_role(name, roles, "--role")
     for name in versions:
-        if name not in roles:
-            raise UserError(f"unknown role {name!r} (known: {', '.join(sorted(roles))})",
-                            field="--version")
+        require_role(name, roles, "--version")
         if only and name not in only or not env.nodes.get(name):
             raise UserError(f"{name} is not booted in this cluster: its version has no "
                             "node to apply to", field="--version")
@@ -99,12 +115,10 @@ def plan(project: Project, env: specs.Environment, roles: dict[str, specs.RoleSp
             continue
         artifact = artifact_of(registry, role_name, version=versions.get(role_name))
         if artifact is None and role_name in versions:
-            raise UserError(f"no tested qemu image of {role_name} version "
-                            f"{versions[role_name]} in the registry", field="--version")
+            raise missing_image(role_name, version=versions[role_name], field="--version")
         if artifact is None:
             if role_name in REQUIRED or role_name in only:
-                raise UserError(f"no tested qemu image of role {role_name} in the registry "
-                                f"(run `builder bake {role_name}`)", field="--role")
+                raise missing_image(role_name, field="--role")
             skipped.append(role_name)
             continue
         qemu = roles[role_name].targets.qemu
@@ -371,8 +385,7 @@ def replace(env_name: str | None, name: str, timeout: float, image: str | None =
         if image:
             chosen = artifact_of(Registry(default_path(project.state)), node.role, image)
             if chosen is None:
-                raise UserError(f"no tested qemu image {image} of role {node.role} in the "
-                                "registry", field="--image")
+                raise missing_image(node.role, image=image, field="--image")
         elif not (Path(node.artifact) / "manifest.json").is_file():
             raise OperationError(f"{name}'s image {node.image} is no longer on disk: give "
                                  "the one to boot with --image")

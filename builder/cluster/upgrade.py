@@ -43,9 +43,7 @@ STOP = "graceful stop"
 
 
 def check_role(role: str, known: dict) -> None:
-    if role not in known:
-        raise UserError(f"unknown role {role!r} (known: {', '.join(sorted(known))})",
-                        field="ROLE")
+    manage.require_role(role, known, "ROLE")
     if role not in SUPPORTED:
         raise UserError(f"cluster upgrade of {role} is not supported yet: only "
                         f"{', '.join(SUPPORTED)} (rolling, replicas first, one switchover)",
@@ -69,15 +67,9 @@ def choose(registry: Registry, role: str, image: str | None, version: str | None
     found = manage.artifact_of(registry, role, image, version)
     if found is not None:
         return found
-    if version:
-        raise UserError(f"no tested qemu image of {role} version {version} in the registry "
-                        f"(set version: {version} in images/{role}.yaml and run `builder "
-                        f"bake {role}`)", field=field or "--version")
-    if image:
-        raise UserError(f"no tested qemu image {image} of role {role} in the registry",
-                        field=field or "--image")
-    raise UserError(f"no tested qemu image of role {role} in the registry (run `builder "
-                    f"bake {role}`)", field="ROLE")
+    default = "--version" if version else "--image" if image else "ROLE"
+    raise manage.missing_image(role, image=image, version=version,
+                               field=field if field and (version or image) else default)
 
 
 def unfit(status: dict) -> list[str]:
@@ -133,9 +125,14 @@ def failure(role: str, env: str, node: str, step: str, error: str,
         # Its slot already names the target: a resume refuses while the node is not ready.
         how += (f"; if {node} does not come up, first `builder cluster replace {node} "
                 f"--image {record['to']}{flag}`")
-    on = ", ".join(f"{name} {image}" for name, image in sorted(images.items()))
     text = " ".join(error.split())
-    return f"{node}: {step} failed: {text}; the cluster is on mixed versions ({on}); {how}"
+    if len(set(images.values())) == 1:
+        # The last node's slot already names the target while that node is not ready.
+        where = f"every slot names {next(iter(images.values()))}"
+    else:
+        on = ", ".join(f"{name} {image}" for name, image in sorted(images.items()))
+        where = f"the cluster is on mixed versions ({on})"
+    return f"{node}: {step} failed: {text}; {where}; {how}"
 
 
 class StepFailed(Exception):

@@ -167,6 +167,9 @@ def test_a_failed_step_says_which_node_and_step_the_versions_and_how_to_go_on():
     assert "roll back: `builder cluster upgrade etcd-patroni --rollback`" in line
     assert line.endswith("; if etcd-patroni-3 does not come up, first `builder cluster "
                          f"replace etcd-patroni-3 --image {NEW}`")
+    last = upgrade.failure("etcd-patroni", "local", "etcd-patroni-3", "wait for etcd and "
+                           "streaming", "x", dict.fromkeys(images, NEW), record)
+    assert "mixed" not in last and f"every slot names {NEW};" in last, last
     lab = upgrade.failure("etcd-patroni", "lab", "etcd-patroni-3", "graceful stop", "x",
                           images, {**record, "rollback": True, "from": NEW, "to": OLD})
     assert "resume the rollback: `builder cluster upgrade etcd-patroni --rollback --env lab`" \

@@ -44,11 +44,11 @@ class PatroniCluster:
         return f"http://127.0.0.1:{self.servers[name].server_address[1]}"
 
     def primary(self, name: str) -> tuple[int, dict]:
-        """Patroni 3.0's GET /primary: 200 with the lock; the role is pg_is_in_recovery()'s."""
+        """Patroni 4.0's GET /primary: 200 with the lock; the role is pg_is_in_recovery()'s."""
         if name != self.leader:
             return 503, {"state": "running", "role": "replica"}
         promoted = time.monotonic() >= self.promoted_at + self.promotion
-        return 200, {"state": "running", "role": "master" if promoted else "replica"}
+        return 200, {"state": "running", "role": "primary" if promoted else "replica"}
 
     def members(self) -> list[dict]:
         out = []

@@ -255,7 +255,8 @@ def test_a_running_haproxy_sends_writes_only_to_a_promoted_leader(config, tmp_pa
     """Patroni's /primary is 200 from the moment it holds the leader lock, while the
     promotion may still run: the check's body rule keeps writes off that server until
     PostgreSQL leaves recovery, and the status rule keeps them off an old primary that lost
-    the lock. The stand-in answers as Patroni 3.0 does (json.dumps of its status)."""
+    the lock. The stand-in answers as the image's Patroni 4.0 does (json.dumps of its status;
+    3.0 said "master", which the rule takes too)."""
     import http.server
     import json
     import socket
@@ -321,7 +322,7 @@ def test_a_running_haproxy_sends_writes_only_to_a_promoted_leader(config, tmp_pa
 
     try:
         assert settles(False), "routed while promotion ran (leader lock, still in recovery)"
-        answer.update(role="master")
+        answer.update(role="primary")
         assert settles(True), "not routed to the promoted leader"
         answer.update(code=503)
         assert settles(False), "routed to a server without the leader lock"

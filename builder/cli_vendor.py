@@ -30,8 +30,8 @@ class _Apps(click.Group):
 def _vendor_dir(given: Path | None) -> Path:
     if given is not None:
         return given
-    from builder import bundles
     from builder.project import find_project
+    from builder.vendoring import bundles
 
     return bundles.vendor_dir(find_project())
 
@@ -158,7 +158,7 @@ def storefront(version, source, out, as_json, api_url, channel) -> None:
 def list_bundles(directory, as_json) -> None:
     """The bundles in the vendor directory, by app and version (manifests read, digests not
     checked: see verify)."""
-    from builder import bundles
+    from builder.vendoring import bundles
 
     where = _vendor_dir(directory)
     found = [b.as_json() for b in bundles.available(where)]
@@ -186,8 +186,7 @@ def verify_bundles(files, directory, as_json) -> None:
     """Check bundles whole: layout, manifest, every file against SHA256SUMS, and a bundled
     python unpacked elsewhere: no RPATH/RUNPATH leaving it, and it runs on its own libraries
     (exit 2 and the file and entry on the first problem)."""
-    from builder import bundles
-    from builder.vendoring import packed_python
+    from builder.vendoring import bundles, packed_python
 
     paths = list(files) or [b.path for b in bundles.available(_vendor_dir(directory))]
     checked = []

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import click
 
-from builder import bundles
 from builder import render as rendering
 from builder import spec as specs
 from builder.errors import UserError
 from builder.project import find_project
+from builder.vendoring import bundles
 
 
 def _load(images: Path | None, roles, all_roles, target, env_name, samples: bool = False):

@@ -16,13 +16,14 @@ from pathlib import Path
 
 import jinja2
 
-from builder import bundles, contentkey, serialize
+from builder import contentkey, serialize
 from builder.bake import base as bases
 from builder.bake import layer, packer
 from builder.errors import UserError
 from builder.gate import samplebundle
 from builder.project import PACKAGE_DIR, Project
 from builder.spec import Environment, RoleSpec
+from builder.vendoring import bundles
 
 BAKE_USERS = {"qemu": "builder-bake", "aws": "admin"}
 AGENT_SOURCES = ("__init__.py", "agent")

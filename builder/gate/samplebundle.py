@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from builder import bundles
 from builder.spec import RoleSpec
+from builder.vendoring import bundles
 
 SOURCE = "builder validate: sample bundle for static checks only, no application inside"
 # The manifest fields each app's bundle must have (bundles._check_manifest).

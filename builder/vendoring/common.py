@@ -17,9 +17,9 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from builder import bundles
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
+from builder.vendoring import bundles
 
 # Never part of a payload copied from a source tree.
 IGNORED = (".git", ".hg", "__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache", ".ruff_cache",

@@ -12,9 +12,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from builder.bundles import Bundle
 from builder.errors import UserError
 from builder.vendoring import relocatable
+from builder.vendoring.bundles import Bundle
 
 # The interpreter's prefix and every file it has mapped (the shared libraries it loaded).
 _PROBE = ("import json, sys\n"

@@ -16,10 +16,9 @@ from pathlib import Path
 from packaging.utils import InvalidSdistFilename, parse_sdist_filename, parse_wheel_filename
 from packaging.version import Version
 
-from builder import bundles
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
-from builder.vendoring import common, pins, relocatable, slim
+from builder.vendoring import bundles, common, pins, relocatable, slim
 from builder.vendoring.common import Source, step
 
 DEFAULT_URL = "https://github.com/saleor/saleor/archive/refs/tags/{version}.tar.gz"

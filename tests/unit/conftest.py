@@ -32,7 +32,7 @@ def sample_bundles(tmp_path_factory):
     roles render like the others; tests that need an empty vendor/ set their own."""
     import os
 
-    from builder import bundles
+    from builder.vendoring import bundles
 
     vendor = tmp_path_factory.mktemp("vendor")
     for app, (files, runtime) in SAMPLE_PAYLOADS.items():

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import bundles
 from builder.errors import UserError
-from builder.vendoring import elfdynamic, relocatable, slim
+from builder.vendoring import bundles, elfdynamic, relocatable, slim
 
 from .test_vendor import (  # noqa: F401  (wheelhouse is a fixture)
     errors,

@@ -1,4 +1,4 @@
-"""`builder vendor` and builder.bundles (docs/bundles.md) on tiny sources made here: no
+"""`builder vendor` and builder.vendoring.bundles (docs/bundles.md) on tiny sources made here: no
 network (wheels come from a wheelhouse written by the test, pip runs with --no-index)."""
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from builder import bundles
 from builder.errors import OperationError, UserError
-from builder.vendoring import pins
+from builder.vendoring import bundles, pins
 
 from .helpers import REPO
 

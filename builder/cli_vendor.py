@@ -30,7 +30,7 @@ class _Apps(click.Group):
 def _vendor_dir(given: Path | None) -> Path:
     if given is not None:
         return given
-    from builder.project import find_project
+    from builder.spec.project import find_project
     from builder.vendoring import bundles
 
     return bundles.vendor_dir(find_project())

@@ -11,7 +11,7 @@ import click
 from builder import render as rendering
 from builder import spec as specs
 from builder.errors import UserError
-from builder.project import find_project
+from builder.spec.project import find_project
 from builder.vendoring import bundles
 
 

@@ -21,8 +21,8 @@ from builder.bake import base as bases
 from builder.bake import layer, packer
 from builder.errors import UserError
 from builder.gate import samplebundle
-from builder.project import PACKAGE_DIR, Project
 from builder.spec import Environment, RoleSpec
+from builder.spec.project import PACKAGE_DIR, Project
 from builder.vendoring import bundles
 
 BAKE_USERS = {"qemu": "builder-bake", "aws": "admin"}

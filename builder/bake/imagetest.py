@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 from builder.errors import UserError
-from builder.project import find_project
+from builder.spec.project import find_project
 
 SSH_TARGET = re.compile(r"^(?P<user>[a-z_][a-z0-9_-]*)@(?P<host>[A-Za-z0-9.-]+):(?P<port>\d+)$")
 

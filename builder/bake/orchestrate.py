@@ -15,10 +15,10 @@ from builder.bake import base as bases
 from builder.bake import inspect, layer, packer, packerrun
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
-from builder.project import Project
 from builder.registry import Artifact, Registry
 from builder.render import Rendered, render
 from builder.spec import Environment, RoleSpec
+from builder.spec.project import Project
 
 
 def git_sha(root: Path) -> str:

@@ -11,7 +11,7 @@ from builder import bench
 from builder.bench.common import Options, write_result
 from builder.clioutput import run
 from builder.errors import OperationError, UserError
-from builder.project import find_project
+from builder.spec.project import find_project
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

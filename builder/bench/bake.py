@@ -23,7 +23,7 @@ import yaml
 from builder.bench.aptproxy import AptProxy
 from builder.bench.common import Options, builder_command, table
 from builder.errors import OperationError, UserError
-from builder.project import copy_tree
+from builder.spec.project import copy_tree
 
 DESCRIPTION = "cold / warm (apt cache proxy) / skip bake seconds and qcow2 size per role"
 ROLES = ("haproxy", "redis", "etcd-patroni")

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder.project import Project
+from builder.spec.project import Project
 
 
 @dataclasses.dataclass(frozen=True)

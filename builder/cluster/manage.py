@@ -27,8 +27,8 @@ from builder.cluster.network import Switch
 from builder.cluster.state import USER, Cluster, Node, directory, load, locked
 from builder.cluster.vm import VM, free_port, mac_address, ssh
 from builder.errors import OperationError, UserError
-from builder.project import Project, find_project
 from builder.registry import Registry, default_path
+from builder.spec.project import Project, find_project
 
 # Boot order is only the order of `qemu` launches (the agents wait for their peers).
 ORDER = ("etcd-patroni", "redis", "saleor-api", "saleor-dashboard", "storefront", "haproxy")

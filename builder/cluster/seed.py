@@ -10,9 +10,9 @@ from pathlib import Path
 import yaml
 
 from builder.errors import UserError
-from builder.project import Project
 from builder.render import context_for, jinja_env, render_template, user_data_template
 from builder.spec import Environment, RoleSpec
+from builder.spec.project import Project
 
 
 def user_data(role: RoleSpec, env: Environment, project: Project, *, peers: dict,

@@ -31,8 +31,8 @@ from builder.cluster import status as cluster_status
 from builder.cluster.state import Cluster, artifact_version, load, locked
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
-from builder.project import Project
 from builder.registry import Registry, default_path
+from builder.spec.project import Project
 
 SUPPORTED = (health.DB_ROLE,)
 # Fewer and a node's leave keeps its etcd member (no quorum without it), and the

@@ -16,8 +16,8 @@ from builder.agent.paths import Root
 from builder.agent.roles import Inputs, module_for
 from builder.agent.services import Services
 from builder.errors import UserError
-from builder.project import Project
 from builder.render import Rendered
+from builder.spec.project import Project
 
 # A cluster of the `local` network (10.20.0.0/24): every role's peers, in their order.
 CLUSTER, CIDR = "sample", "10.20.0.0/24"

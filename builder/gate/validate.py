@@ -20,8 +20,8 @@ import jinja2
 from builder.bake import packer, sshkey
 from builder.errors import UserError
 from builder.gate import configcheck, samplebundle
-from builder.project import Project
 from builder.render import Rendered, jinja_env, render_template
+from builder.spec.project import Project
 from builder.vendoring import bundles
 
 SAMPLE_KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHVhbGlkYXRpb24tb25seS1zYW1wbGUta2V5LTAwMDA"

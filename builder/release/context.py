@@ -8,9 +8,9 @@ from pathlib import Path
 
 from builder import spec as specs
 from builder.errors import UserError
-from builder.project import Project, find_project
 from builder.registry import Registry, default_path
 from builder.release.awsclient import Aws
+from builder.spec.project import Project, find_project
 
 TARGET = "aws"
 

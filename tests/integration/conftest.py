@@ -18,7 +18,7 @@ import yaml
 
 from builder.bake import base as bases
 from builder.bench.aptproxy import AptProxy
-from builder.project import copy_tree
+from builder.spec.project import copy_tree
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -36,7 +36,7 @@ from builder.bake import inspect
 from builder.cluster import probe
 from builder.cluster.state import USER, load
 from builder.cluster.vm import ssh
-from builder.project import find_project
+from builder.spec.project import find_project
 
 pytestmark = pytest.mark.vm
 ENV_FILE = REPO / "tests" / "fixtures" / "saleor-tier.yaml"

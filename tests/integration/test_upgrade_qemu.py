@@ -16,7 +16,7 @@ from conftest import REPO, Builder, qemu_processes
 from builder.agent.leave import MAX_LAG
 from builder.cluster import health
 from builder.cluster.writer import Writer
-from builder.project import copy_tree
+from builder.spec.project import copy_tree
 
 pytestmark = pytest.mark.vm
 DB = "etcd-patroni"

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from builder.project import copy_tree
+from builder.spec.project import copy_tree
 
 REPO = Path(__file__).resolve().parents[2]
 ROLES = ("etcd-patroni", "haproxy", "redis", "saleor-api", "saleor-dashboard", "storefront")

@@ -21,8 +21,8 @@ from builder.agent import boot, etcd_join
 from builder.agent.metadata import ec2
 from builder.agent.paths import Root
 from builder.agent.services import Services
-from builder.project import find_project
 from builder.spec import load_roles
+from builder.spec.project import find_project
 
 from .helpers import REPO
 from .imds_standin import IMDSStandIn

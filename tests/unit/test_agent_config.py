@@ -11,9 +11,9 @@ from moto import mock_aws
 from builder.agent import config
 from builder.agent.errors import AgentError
 from builder.agent.paths import Root
-from builder.project import find_project
 from builder.render import context_for, jinja_env
 from builder.spec import load_environment, load_roles
+from builder.spec.project import find_project
 
 from .helpers import REPO
 

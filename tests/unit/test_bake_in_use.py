@@ -14,8 +14,8 @@ import pytest
 
 from builder import spec as specs
 from builder.cluster.state import Cluster, Node, artifacts_in_use, directory
-from builder.project import find_project
 from builder.registry import Artifact, Registry, default_path
+from builder.spec.project import find_project
 
 from .helpers import copy_project, listing, register, run_builder
 

@@ -17,8 +17,8 @@ from builder.cluster import health, manage, seed, views
 from builder.cluster.network import Switch
 from builder.cluster.state import Node
 from builder.errors import UserError
-from builder.project import find_project
 from builder.registry import Registry, default_path
+from builder.spec.project import find_project
 
 from .helpers import REPO, copy_project, register, run_builder
 

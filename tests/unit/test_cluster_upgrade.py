@@ -15,8 +15,8 @@ from builder.agent.leave import MAX_LAG
 from builder.cluster import health, manage, upgrade
 from builder.cluster.state import Cluster, directory, locked
 from builder.errors import UserError
-from builder.project import find_project
 from builder.registry import Registry, default_path
+from builder.spec.project import find_project
 
 from .helpers import copy_project, register, run_builder
 

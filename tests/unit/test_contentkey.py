@@ -9,7 +9,7 @@ import pytest
 
 from builder import render as rendering
 from builder import spec as specs
-from builder.project import find_project
+from builder.spec.project import find_project
 
 from .helpers import ROLES, copy_project, run_builder
 

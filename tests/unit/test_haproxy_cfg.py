@@ -14,8 +14,8 @@ import subprocess
 import jinja2
 import pytest
 
-from builder.project import find_project
 from builder.render import jinja_env
+from builder.spec.project import find_project
 
 from .helpers import REPO
 from .samples import CLUSTER_PEERS, haproxy_context

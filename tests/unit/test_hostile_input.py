@@ -15,9 +15,9 @@ import yaml
 from builder import render as rendering
 from builder import spec as specs
 from builder.errors import UserError
-from builder.project import find_project
 from builder.render import AGENT_PACKAGES
-from builder.typed import field_name
+from builder.spec.project import find_project
+from builder.spec.typed import field_name
 
 from .helpers import REPO, copy_project, listing, run_builder, run_sandboxed
 from .hostile import HOSTILE, hcl_decode

@@ -13,7 +13,7 @@ from builder import spec as specs
 from builder.bake import base as bases
 from builder.bake import layer, packerrun
 from builder.errors import UserError
-from builder.project import find_project
+from builder.spec.project import find_project
 
 from .test_contentkey import keys
 

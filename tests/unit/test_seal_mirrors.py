@@ -13,7 +13,7 @@ import pytest
 from builder import render as rendering
 from builder import spec as specs
 from builder.bake import base, inspect
-from builder.project import find_project
+from builder.spec.project import find_project
 
 from .helpers import REPO, run_sandboxed
 

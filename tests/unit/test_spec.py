@@ -8,7 +8,7 @@ import pytest
 
 from builder import spec as specs
 from builder.errors import UserError
-from builder.project import find_project
+from builder.spec.project import find_project
 
 from .helpers import REPO, ROLES, sample_ca_pem
 

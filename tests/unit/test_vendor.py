@@ -520,7 +520,7 @@ def test_read_checks_the_manifest_against_the_file_name(tmp_path):
 
 
 def test_vendor_dir_follows_builder_vendor(monkeypatch, tmp_path):
-    from builder.project import Project
+    from builder.spec.project import Project
 
     project = Project(root=REPO, images=REPO / "images")
     monkeypatch.delenv("BUILDER_VENDOR", raising=False)

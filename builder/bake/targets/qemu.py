@@ -14,8 +14,8 @@ from builder.bake.base import Base
 from builder.errors import OperationError
 from builder.gate.validate import bake_seed
 from builder.progress import Progress
-from builder.project import Project
 from builder.render import BAKE_USERS, Rendered
+from builder.spec.project import Project
 
 
 def artifact_dir(state: Path, item: Rendered) -> Path:

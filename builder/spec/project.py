@@ -7,7 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # builder/
 # What a project consists of; copy_tree() copies these and nothing else.
 PROJECT_PARTS = ("images", "templates", "cloud-init", "environments", "tests/images")
 

@@ -1,6 +1,6 @@
 """Hostile values, and readers that take rendered HCL, shell and YAML back to the values
-they carry. The readers are written apart from builder.serialize: a test that decoded with
-the encoder's own rules could not fail."""
+they carry. The readers are written apart from builder.render.serialize: a test that decoded
+with the encoder's own rules could not fail."""
 
 from __future__ import annotations
 

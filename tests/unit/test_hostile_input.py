@@ -190,7 +190,7 @@ def _role_value_arrived(field: tuple, value: str, rendered: dict) -> None:
     for target in ("qemu", "aws"):
         assert _get(rendered[target]["spec"], field) == value
         if field == ("packages", 0):
-            # The agent's own packages follow the role's (builder/render.py AGENT_PACKAGES).
+            # The agent's own packages follow the role's (builder/render/role.py AGENT_PACKAGES).
             assert package_words(rendered[target]["provision"]) == \
                 [value, *AGENT_PACKAGES[target]]
         if field == ("secrets", 0):

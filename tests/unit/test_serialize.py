@@ -6,7 +6,7 @@ import hcl2
 import pytest
 import yaml
 
-from builder import serialize
+from builder.render import serialize
 
 from .hostile import HOSTILE, hcl_literal, shell_value
 

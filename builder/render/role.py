@@ -1,26 +1,22 @@
-"""Spec + environment -> packer/<target>/<role>/: HCL, user-data and provisioning files.
-
-Rendering happens in a temporary directory next to the output and is moved into place only
-when every role rendered; a failure leaves the output directory as it was.
-"""
+"""One role rendered into its directory: the templates' context, its application bundle,
+the files copied in (role files, the node agent, CA certificates), and the content key of
+what it would bake."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import re
 import shutil
-import tempfile
-import traceback
 from pathlib import Path
 
 import jinja2
 
-from builder import contentkey, serialize
 from builder.bake import base as bases
 from builder.bake import layer, packer
 from builder.errors import UserError
 from builder.gate import samplebundle
+from builder.render import contentkey
+from builder.render.templates import render_template
 from builder.spec import Environment, RoleSpec
 from builder.spec.project import PACKAGE_DIR, Project
 from builder.vendoring import bundles
@@ -43,61 +39,6 @@ class Rendered:
     def as_json(self) -> dict:
         return {"role": self.role.role, "version": self.role.version, "target": self.target,
                 "directory": str(self.directory), "content_key": self.content_key}
-
-
-def jinja_env(project: Project) -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader([str(project.templates), str(project.cloud_init)]),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-    )
-    # Every value crosses into HCL, shell or YAML through one of these (builder.serialize).
-    env.filters.update(serialize.FILTERS)
-    return env
-
-
-def _template_shown(env: jinja2.Environment, filename: str) -> str | None:
-    """A template file as the user should read it: relative to the project (the loader's
-    search paths are templates/ and cloud-init/ of the project), else None."""
-    path = Path(filename)
-    for root in map(Path, getattr(env.loader, "searchpath", ())):
-        if path.is_relative_to(root):
-            return str(path.relative_to(root.parent))
-    return None
-
-
-def _undefined_at(env: jinja2.Environment, exc: BaseException) -> tuple[str | None, int | None]:
-    """The innermost template frame of the error: with includes, the spec that was being
-    rendered is rarely where the undefined name is written."""
-    where: tuple[str | None, int | None] = (None, None)
-    for frame in traceback.extract_tb(exc.__traceback__):
-        shown = _template_shown(env, frame.filename)
-        if shown:
-            where = (shown, frame.lineno)
-    return where
-
-
-_UNDEFINED_NAME = re.compile(r"'([^']+)' is undefined$|has no (?:attribute|element) '?([^']+?)'?$")
-
-
-def render_template(env: jinja2.Environment, name: str, context: dict, display: str) -> str:
-    try:
-        return env.get_template(name).render(**context)
-    except jinja2.UndefinedError as exc:
-        file, line = _undefined_at(env, exc)
-        match = _UNDEFINED_NAME.search(exc.message or "")
-        field = next((g for g in match.groups() if g), None) if match else None
-        raise UserError(f"undefined variable ({exc.message}; rendering {display})",
-                        file=file or display, line=line, field=field) from None
-    except jinja2.TemplateSyntaxError as exc:
-        shown = _template_shown(env, exc.filename) if exc.filename else None
-        raise UserError(f"template syntax: {exc.message}", file=shown or exc.filename or display,
-                        line=exc.lineno) from None
-    except jinja2.TemplateNotFound as exc:
-        raise UserError(f"template not found: {exc.name}", file=display) from None
 
 
 def context_for(role: RoleSpec, target: str, env: Environment) -> dict:
@@ -278,60 +219,3 @@ def content_key(role: RoleSpec, target: str, directory: Path, project: Project,
         rendered=contentkey.file_digests(directory, exclude=NOT_BAKED),
         tests=tests_digest(role, project), base=base_identity,
         packer_version=packer.version_string(packer.target_version()))
-
-
-def render(roles: list[RoleSpec], target: str, env: Environment, project: Project,
-           out: Path, layers: bool = True, samples: Path | None = None) -> list[Rendered]:
-    """Render roles into out/<target>/<role>/, all or nothing; `samples`: see bundle_for."""
-    # A failed render must leave no trace, not even an empty --out it had to create.
-    created = [d for d in (out, *out.parents) if not d.exists()]
-    done = False
-    try:
-        staging = _staging_in(out)
-    except BaseException:
-        _remove_empty(created)
-        raise
-    jenv = jinja_env(project)
-    try:
-        staged = [render_role(r, target, env, project, staging / r.role, jenv, layers, samples)
-                  for r in roles]
-        results = []
-        for item in staged:
-            final = out / target / item.role.role
-            final.parent.mkdir(parents=True, exist_ok=True)
-            old = None
-            if final.exists():
-                old = staging / f".old-{item.role.role}"
-                final.rename(old)
-            item.directory.rename(final)
-            if old:
-                shutil.rmtree(old)
-            results.append(dataclasses.replace(item, directory=final))
-        done = True
-        return results
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not done:
-            _remove_empty(created)
-
-
-def _staging_in(out: Path) -> Path:
-    """A private directory inside `out` (made if missing); a path that cannot hold one is
-    a bad --out, said in one line."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a directory", field="--out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".render-", dir=out))
-    except OSError as exc:
-        raise UserError(f"cannot write into {out}: {exc.strerror or exc}",
-                        field="--out") from exc
-
-
-def _remove_empty(created: list[Path]) -> None:
-    """The directories a failed render made for --out, innermost first."""
-    for d in created:
-        try:
-            d.rmdir()
-        except OSError:
-            break

@@ -9,7 +9,7 @@ import click
 
 from builder import bench
 from builder.bench.common import Options, write_result
-from builder.clioutput import run
+from builder.cli.output import run
 from builder.errors import OperationError, UserError
 from builder.spec.project import find_project
 

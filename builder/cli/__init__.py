@@ -1,4 +1,10 @@
-"""The `builder` command line: parse, call, print. No logic lives here."""
+"""The `builder` command line: parse, call, print. No logic lives here.
+
+This module: the `builder` group, its list, render, validate, base, bake and test-image
+commands, and main(). cluster.py, release.py (release, rollout, prune) and vendor.py: the
+other command groups. commands.py: what this module's commands do, as plain data.
+output.py: how every command prints its result and exits.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from pathlib import Path
 import click
 
 from builder import __version__
-from builder.clioutput import emit, run
+from builder.cli.output import emit, run
 
 
 def _selectors(func):
@@ -40,7 +46,7 @@ def cli() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_roles(images, as_json) -> None:
     """Roles, their versions and the targets they render for."""
-    from builder import commands
+    from builder.cli import commands
 
     emit(commands.list_roles(images), as_json, commands.print_roles)
 
@@ -52,7 +58,7 @@ def list_roles(images, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def render(roles, all_roles, target, env_name, images, out, as_json) -> None:
     """Render Packer HCL, user-data and provisioning files for roles."""
-    from builder import commands
+    from builder.cli import commands
 
     result = commands.render(roles, all_roles, target, env_name, images, out)
     emit(result, as_json, commands.print_rendered)
@@ -63,7 +69,7 @@ def render(roles, all_roles, target, env_name, images, out, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def validate(roles, all_roles, target, env_name, images, as_json) -> None:
     """The static gate: specs, strict templates, HCL, packer validate/fmt, cloud-init schema."""
-    from builder import commands
+    from builder.cli import commands
 
     report = commands.validate(roles, all_roles, target, env_name, images)
     emit(report, as_json, commands.print_validation)
@@ -78,7 +84,7 @@ def validate(roles, all_roles, target, env_name, images, as_json) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def base(suite, force, as_json) -> None:
     """Make (or reuse) the local Debian base qcow2 with mmdebstrap."""
-    from builder import commands
+    from builder.cli import commands
 
     emit(commands.base(suite, force), as_json, lambda d: click.echo(d["image"]))
 
@@ -95,7 +101,7 @@ def base(suite, force, as_json) -> None:
 def bake(roles, all_roles, target, env_name, images, force, parallel, no_layer,
          as_json) -> None:
     """Bake images with Packer, testing each inside its build."""
-    from builder import commands
+    from builder.cli import commands
 
     report = commands.bake(roles, all_roles, target, env_name, images, force, parallel,
                            layers=not no_layer)
@@ -125,15 +131,15 @@ def test_image(spec_file, phase, ssh_target, key, key_env, junit, project) -> No
     sys.exit(imagetest.run(spec_file, phase, ssh_target, key, key_env, junit, project))
 
 
-from builder.cli_cluster import cluster  # noqa: E402
-from builder.cli_release import prune, release, rollout  # noqa: E402
-from builder.cli_vendor import vendor  # noqa: E402
+# The modules, not their groups: `from builder.cli.cluster import cluster` here would leave
+# the package attribute builder.cli.cluster naming the group instead of the module.
+from builder.cli import cluster, release, vendor  # noqa: E402
 
-cli.add_command(release)
-cli.add_command(rollout)
-cli.add_command(prune)
-cli.add_command(cluster)
-cli.add_command(vendor)
+cli.add_command(release.release)
+cli.add_command(release.rollout)
+cli.add_command(release.prune)
+cli.add_command(cluster.cluster)
+cli.add_command(vendor.vendor)
 
 
 def main() -> None:

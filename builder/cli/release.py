@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from builder.clioutput import emit
+from builder.cli.output import emit
 
 
 def _common(func):

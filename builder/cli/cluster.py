@@ -6,7 +6,7 @@ import functools
 
 import click
 
-from builder.clioutput import emit
+from builder.cli.output import emit
 
 
 def _env(func):

@@ -341,7 +341,7 @@ def test_cli_rejects_user_data_for_another_role(tmp_path):
 
 
 def test_the_baked_copy_boots_without_the_rest_of_builder(tmp_path):
-    """The image holds builder/__init__.py and builder/agent only (builder.render
+    """The image holds builder/__init__.py and builder/agent only (builder.render.role
     _copy_agent): the agent must not import any other builder module."""
     lib = tmp_path / "lib"
     (lib / "builder").mkdir(parents=True)

@@ -66,12 +66,15 @@ def render(roles, all_roles, target, env_name, images, out, as_json) -> None:
 
 @cli.command()
 @_selectors
+@click.option("--no-cache", "no_cache", is_flag=True,
+              help="Run every `packer validate`, also those that passed before with the same "
+                   "inputs (Packer binary, rendered role, sample variables).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def validate(roles, all_roles, target, env_name, images, as_json) -> None:
+def validate(roles, all_roles, target, env_name, images, no_cache, as_json) -> None:
     """The static gate: specs, strict templates, HCL, packer validate/fmt, cloud-init schema."""
     from builder.cli import commands
 
-    report = commands.validate(roles, all_roles, target, env_name, images)
+    report = commands.validate(roles, all_roles, target, env_name, images, not no_cache)
     emit(report, as_json, commands.print_validation)
     if not report["ok"]:
         sys.exit(1)

@@ -75,7 +75,7 @@ def print_rendered(data: dict) -> None:
         click.echo(f"{r['role']:<18} {r['content_key'][:16]}  {r['directory']}")
 
 
-def validate(roles, all_roles, target, env_name, images) -> dict:
+def validate(roles, all_roles, target, env_name, images, cache: bool = True) -> dict:
     from builder.gate import boottemplates
     from builder.gate import validate as gate
 
@@ -88,7 +88,7 @@ def validate(roles, all_roles, target, env_name, images) -> dict:
                                    samples=Path(scratch) / "samples")
         for item in results:
             boottemplates.render(item, project, item.directory / gate.BOOT)
-        checks = gate.run(results, project)
+        checks = gate.run(results, project, cache)
     failed = [c for c in checks if not c.ok]
     # A check that could not run (its tool is missing here) proves nothing: the gate passes
     # only when every check ran and passed.

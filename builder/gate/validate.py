@@ -19,7 +19,7 @@ import jinja2
 
 from builder.bake import packer, sshkey
 from builder.errors import UserError
-from builder.gate import configcheck, samplebundle
+from builder.gate import configcheck, passcache, samplebundle
 from builder.render import Rendered, jinja_env, render_template
 from builder.spec.project import Project
 from builder.vendoring import bundles
@@ -138,14 +138,21 @@ def _packer_fmt(item: Rendered, batch: concurrent.futures.Future | None = None) 
     return "formatted"
 
 
-def _packer_validate(item: Rendered, samples: Path) -> str:
-    if not packer.binary():
+def _packer_validate(item: Rendered, samples: Path, cache: Path | None) -> str:
+    exe = packer.binary()
+    if not exe:
         raise _Skip("packer not installed")
-    proc = _run_packer(["validate", *sample_vars(item, samples), item.hcl.name], item.directory)
+    args = sample_vars(item, samples)
+    digest = passcache.key(exe, item.target, item.hcl, item.content_key, args, samples)
+    if passcache.passed(cache, digest):
+        return "passed before with these inputs (cached)"
+    proc = _run_packer(["validate", *args, item.hcl.name], item.directory)
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
         raise _Fail(" | ".join(lines[:6]))
-    return f"packer {packer.version_string(packer.version())}"
+    detail = f"packer {packer.version_string(packer.version())}"
+    passcache.remember(cache, digest, detail)
+    return detail
 
 
 # `cloud-init schema -c FILE` spends ~0.15 s CPU per file starting Python and importing
@@ -290,16 +297,23 @@ WORKERS = max(2, (os.cpu_count() or 1) + 1)
 _COST = {"packer-validate": 0, "bake-seed-schema": 1, "packer-fmt": 2}
 
 
-def run(rendered: list[Rendered], project: Project) -> list[Check]:
+def cache_dir(project: Project) -> Path:
+    return project.state / "cache" / "packer-validate"
+
+
+def run(rendered: list[Rendered], project: Project, cache: bool = True) -> list[Check]:
     """Every check of every role; results in a fixed order (role by role) whatever order
-    the checks finished in."""
+    the checks finished in. With `cache`, a `packer validate` that passed before with the
+    same inputs is not run again (passcache)."""
     if not rendered:
         return []
     with tempfile.TemporaryDirectory(prefix="builder-validate-") as scratch:
-        return _run(rendered, project, Path(scratch))
+        return _run(rendered, project, Path(scratch),
+                    cache_dir(project) if cache and project is not None else None)
 
 
-def _run(rendered: list[Rendered], project: Project, scratch: Path) -> list[Check]:
+def _run(rendered: list[Rendered], project: Project, scratch: Path,
+         cache: Path | None) -> list[Check]:
     qemu = rendered[0].target == "qemu"
     seed = _write_bake_seed(project, "qemu", scratch) if qemu else None
     samples = sample_files(scratch / "packer-vars") if packer.binary() else scratch
@@ -317,7 +331,7 @@ def _run(rendered: list[Rendered], project: Project, scratch: Path) -> list[Chec
             jobs.append((role, "hcl2-parse", lambda item=item: _hcl_parse(item)))
             jobs.append((role, "packer-fmt", lambda item=item: _packer_fmt(item, formatted)))
             jobs.append((role, "packer-validate",
-                         lambda item=item: _packer_validate(item, samples)))
+                         lambda item=item: _packer_validate(item, samples, cache)))
             jobs.append((role, "user-data-schema",
                          lambda item=item: _cloud_init_schema(item.directory / "user-data",
                                                               schemas)))

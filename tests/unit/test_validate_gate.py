@@ -109,6 +109,31 @@ def test_validate_fails_on_a_broken_project(project):
     assert "user-data" in detail[("redis", "user-data-schema")]
 
 
+def _packer_validate_detail(project: Path, *extra: str) -> tuple[int, str]:
+    proc = run_builder(["validate", "redis", "--json", *extra], project)
+    [check] = [c for c in json.loads(proc.stdout)["checks"] if c["name"] == "packer-validate"]
+    return proc.returncode, check["detail"]
+
+
+@pytest.mark.skipif(not HAVE_PACKER, reason="needs packer")
+def test_packer_validate_runs_again_unless_it_passed_with_the_same_inputs(project):
+    ran = _packer_validate_detail(project)
+    assert ran[0] == 0 and ran[1].startswith("packer "), ran
+    assert _packer_validate_detail(project) == (0, "passed before with these inputs (cached)")
+    assert _packer_validate_detail(project, "--no-cache") == ran
+    # Another rendered role is another input: Packer runs, and its verdict is kept apart.
+    spec = project / "images" / "redis.yaml"
+    spec.write_text(spec.read_text().replace("disk_size: ", "disk_size: 1", 1))
+    assert _packer_validate_detail(project) == ran
+    # A failure is never remembered: each run is Packer's own verdict.
+    qemu = project / "templates" / "packer" / "qemu.pkr.hcl.j2"
+    qemu.write_text(qemu.read_text().replace('format           = "qcow2"',
+                                             'format           = "qcow3"'))
+    for _ in range(2):
+        code, detail = _packer_validate_detail(project)
+        assert code == 1 and "invalid format" in detail, detail
+
+
 def test_results_keep_their_order_whatever_finishes_first(monkeypatch):
     """The pool may finish checks in any order; the report is role by role, check by check."""
     import time

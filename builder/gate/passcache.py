@@ -1,0 +1,45 @@
+"""Passed `packer validate` runs, remembered by everything that decides their outcome.
+
+Six of them are most of the gate's cost (each is eight Go processes: ~2.6 s of CPU for six
+roles on this machine). Their outcome depends only on the Packer binary, the target, the
+rendered role (its content key covers every rendered file Packer reads, the HCL itself is
+hashed too) and the sample variables (with the run's scratch directory left out): when all
+of those are the same as in a run that passed, the run would pass again. Only passes are
+kept, so a failure is always Packer's own words from a fresh run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+FORMAT = 1
+
+
+def key(packer: str, target: str, hcl: Path, content_key: str, args: list[str],
+        scratch: Path) -> str:
+    exe = Path(packer).resolve()
+    stat = exe.stat()
+    identity = {"format": FORMAT, "packer": [str(exe), stat.st_size, stat.st_mtime_ns],
+                "target": target, "content_key": content_key,
+                "hcl": hashlib.sha256(hcl.read_bytes()).hexdigest(),
+                "args": [a.replace(str(scratch), "<scratch>") for a in args]}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def passed(cache: Path | None, digest: str) -> bool:
+    return cache is not None and (cache / digest).is_file()
+
+
+def remember(cache: Path | None, digest: str, detail: str) -> None:
+    """Best effort: a cache that cannot be written costs the next run its speed, no more."""
+    if cache is None:
+        return
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = cache / f".{digest}.{os.getpid()}"
+        tmp.write_text(detail + "\n")
+        tmp.replace(cache / digest)
+    except OSError:
+        pass

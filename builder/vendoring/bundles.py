@@ -142,7 +142,19 @@ def _check_manifest(path: Path, data, app: str, version: str) -> dict:
         if not re.fullmatch(r"3\.[0-9]+(\.[0-9]+)?", str(runtime.get("python_version"))):
             _fail(path, f"{MANIFEST}: runtime.python_version",
                   f"expected X.Y[.Z], got {runtime.get('python_version')!r}")
+    if app == "storefront" and "node_runtime" in runtime:
+        if runtime["node_runtime"] != "bundled":
+            _fail(path, f"{MANIFEST}: runtime.node_runtime",
+                  f"expected bundled (or no such key), got {runtime['node_runtime']!r}")
+        if not re.fullmatch(r"[0-9]+\.[0-9]+\.[0-9]+", str(runtime.get("node_version"))):
+            _fail(path, f"{MANIFEST}: runtime.node_version",
+                  f"expected X.Y.Z, got {runtime.get('node_version')!r}")
     return data
+
+
+# Files a manifest's runtime promises (verify() checks the tarball holds them).
+def _promised(runtime: dict) -> list[str]:
+    return ["node/bin/node"] if runtime.get("node_runtime") == "bundled" else []
 
 
 def read(path: Path) -> Bundle:
@@ -285,6 +297,9 @@ def verify(path: Path) -> Bundle:
         sums = parse_sums(sums_text)
     except ValueError as exc:
         _fail(bundle.path, SUMS, str(exc))
+    for rel in _promised(bundle.manifest["runtime"]):
+        if rel not in digests:
+            _fail(bundle.path, f"{top}/{rel}", "missing: bundle.json's runtime names it")
     for rel in sorted(set(digests) | set(sums)):
         if rel not in sums:
             _fail(bundle.path, SUMS, f"does not list {rel}")
@@ -378,6 +393,8 @@ def write(vendor: Path, app: str, version: str, payload_dir: Path, runtime: dict
     manifest = {"format": FORMAT, "app": app, "version": version,
                 "created": created or created_at(), "source": source,
                 "runtime": dict(runtime), "stand_in": bool(stand_in)}
+    # What read() would refuse is refused before anything is written.
+    _check_manifest(Path(vendor) / file_name(app, version), manifest, app, version)
     manifest_bytes = (json.dumps(manifest, indent=2) + "\n").encode()
     lines = [f"{hashlib.sha256(manifest_bytes).hexdigest()}  {MANIFEST}"]
     for entry in entries:

@@ -1,5 +1,6 @@
 """`builder vendor storefront`: the Next.js standalone output of saleor/storefront
-(app/ with server.js, .next/, public/, node_modules/), run with the image's node.
+(app/ with server.js, .next/, public/, node_modules/), run with the image's node or, with
+--node-runtime bundled, with Node.js's own build of the major it needs (node/, noderuntime).
 
 From a checkout it builds as upstream's Dockerfile does: `pnpm install --frozen-lockfile`,
 then `NEXT_OUTPUT=standalone pnpm run build`, whose prebuild generates GraphQL types from the
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from builder.errors import UserError
 from builder.progress import Progress
-from builder.vendoring import common, node
+from builder.vendoring import common, node, noderuntime
 from builder.vendoring.common import Source, step
 
 # saleor/storefront publishes no release tags: pass --source for a commit's archive or a
@@ -38,12 +39,18 @@ def runtime(package_json: Path) -> dict:
 
 
 def vendor(version: str, source: str | None, out: Path, api_url: str | None, channel: str,
-           progress: Progress) -> dict:
+           progress: Progress, node_runtime: str = "image") -> dict:
     if api_url is not None and not api_url.startswith(("http://", "https://")):
         raise UserError(f"expected an http(s) URL of the GraphQL API, got {api_url!r}",
                         field="--api-url")
 
     def build(src: Source, payload: Path, work: Path, progress: Progress) -> dict:
+        runtime = build_app(src, payload, work, progress)
+        if node_runtime == "bundled":
+            runtime |= noderuntime.bundle(runtime["node"], payload, work, progress)
+        return runtime
+
+    def build_app(src: Source, payload: Path, work: Path, progress: Progress) -> dict:
         app = payload / "app"
         if (src.root / "server.js").is_file():
             with step(progress, "app", "already standalone (server.js at the top)"):

@@ -18,16 +18,33 @@ def _bundle(host) -> dict:
     return json.loads(host.file(f"{APP}/bundle.json").content_string)
 
 
+NODE = f"{APP}/node/bin/node"  # what the unit runs
+
+
 def test_node_is_new_enough_for_the_bundle(host):
-    major = int(host.check_output("node --version").lstrip("v").split(".")[0])
+    major = int(host.check_output("%s --version", NODE).lstrip("v").split(".")[0])
     want = _bundle(host)["runtime"]["node"].replace(" ", "")
     assert want.startswith(">=") and major >= int(want[2:].split(".")[0]), want
+
+
+def test_the_unit_runs_the_bundles_node_or_the_images(host):
+    runtime = _bundle(host)["runtime"]
+    node = host.file(NODE)
+    if runtime.get("node_runtime") == "bundled":
+        assert node.is_file and not node.is_symlink and node.user == "root"
+        assert host.check_output("%s --version", NODE) == f"v{runtime['node_version']}"
+        assert host.file(f"{APP}/node/LICENSE").is_file
+    else:
+        assert node.is_symlink
+        assert node.linked_to == host.check_output("readlink -f \"$(command -v node)\"")
+    exec_start = host.check_output("systemctl show -p ExecStart --value storefront")
+    assert f"path={NODE} " in exec_start, exec_start
 
 
 def test_standalone_server_installed(host):
     assert host.file(f"{APP}/server.js").is_file
     assert host.file(f"{APP}/.next").is_directory
-    check = host.run("node --check %s/server.js", APP)
+    check = host.run("%s --check %s/server.js", NODE, APP)
     assert check.rc == 0, check.stderr
 
 

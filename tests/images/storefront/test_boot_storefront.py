@@ -43,6 +43,9 @@ def test_server_runs_as_storefront_with_that_environment(host):
     pid = host.check_output("systemctl show -p MainPID --value storefront")
     assert pid != "0"
     assert host.check_output("stat -c %%U /proc/%s", pid) == "storefront"
+    # The node the image installed for the bundle (its own, or the image's through a link).
+    assert host.check_output("readlink /proc/%s/exe", pid) == host.check_output(
+        "readlink -f /opt/storefront/node/bin/node")
     environ = dict(item.split("=", 1) for item in host.check_output(
         "tr '\\0' '\\n' < /proc/%s/environ", pid).splitlines() if "=" in item)
     for key, value in _env(host.file(ENV_FILE).content_string).items():

@@ -32,30 +32,34 @@ def _plugins() -> list:
     return found
 
 
-def key(packer: str, target: str, hcl: Path, content_key: str, args: list[str],
-        scratch: Path) -> str:
-    exe = Path(packer).resolve()
-    stat = exe.stat()
-    identity = {"format": FORMAT, "packer": [str(exe), stat.st_size, stat.st_mtime_ns],
-                "plugins": _plugins(),
-                "target": target, "content_key": content_key,
-                "hcl": hashlib.sha256(hcl.read_bytes()).hexdigest(),
-                "args": [a.replace(str(scratch), "<scratch>") for a in args]}
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+class Cache:
+    """One gate run's view of the remembered passes: the Packer binary and its plugins are
+    read once, every role's key adds its own inputs."""
 
+    def __init__(self, directory: Path, packer: str):
+        self.directory = directory
+        exe = Path(packer).resolve()
+        stat = exe.stat()
+        self._tool = {"format": FORMAT, "packer": [str(exe), stat.st_size, stat.st_mtime_ns],
+                      "plugins": _plugins()}
 
-def passed(cache: Path | None, digest: str) -> bool:
-    return cache is not None and (cache / digest).is_file()
+    def key(self, target: str, hcl: Path, content_key: str, args: list[str],
+            scratch: Path) -> str:
+        identity = {**self._tool, "target": target, "content_key": content_key,
+                    "hcl": hashlib.sha256(hcl.read_bytes()).hexdigest(),
+                    "args": [a.replace(str(scratch), "<scratch>") for a in args]}
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
+    def passed(self, digest: str) -> bool:
+        return (self.directory / digest).is_file()
 
-def remember(cache: Path | None, digest: str, detail: str) -> None:
-    """Best effort: a cache that cannot be written costs the next run its speed, no more."""
-    if cache is None:
-        return
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = cache / f".{digest}.{os.getpid()}"
-        tmp.write_text(detail + "\n")
-        tmp.replace(cache / digest)
-    except OSError:
-        pass
+    def remember(self, digest: str, detail: str) -> None:
+        """Best effort: a cache that cannot be written costs the next run its speed, no
+        more."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            tmp = self.directory / f".{digest}.{os.getpid()}"
+            tmp.write_text(detail + "\n")
+            tmp.replace(self.directory / digest)
+        except OSError:
+            pass

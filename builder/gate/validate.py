@@ -138,20 +138,20 @@ def _packer_fmt(item: Rendered, batch: concurrent.futures.Future | None = None) 
     return "formatted"
 
 
-def _packer_validate(item: Rendered, samples: Path, cache: Path | None) -> str:
-    exe = packer.binary()
-    if not exe:
+def _packer_validate(item: Rendered, samples: Path, cache: passcache.Cache | None) -> str:
+    if not packer.binary():
         raise _Skip("packer not installed")
     args = sample_vars(item, samples)
-    digest = passcache.key(exe, item.target, item.hcl, item.content_key, args, samples)
-    if passcache.passed(cache, digest):
+    digest = cache.key(item.target, item.hcl, item.content_key, args, samples) if cache else ""
+    if cache and cache.passed(digest):
         return "passed before with these inputs (cached)"
     proc = _run_packer(["validate", *args, item.hcl.name], item.directory)
     if proc.returncode != 0:
         lines = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
         raise _Fail(" | ".join(lines[:6]))
     detail = f"packer {packer.version_string(packer.version())}"
-    passcache.remember(cache, digest, detail)
+    if cache:
+        cache.remember(digest, detail)
     return detail
 
 
@@ -307,13 +307,15 @@ def run(rendered: list[Rendered], project: Project, cache: bool = True) -> list[
     same inputs is not run again (passcache)."""
     if not rendered:
         return []
+    exe = packer.binary()
+    passes = passcache.Cache(cache_dir(project), exe) \
+        if cache and exe and project is not None else None
     with tempfile.TemporaryDirectory(prefix="builder-validate-") as scratch:
-        return _run(rendered, project, Path(scratch),
-                    cache_dir(project) if cache and project is not None else None)
+        return _run(rendered, project, Path(scratch), passes)
 
 
 def _run(rendered: list[Rendered], project: Project, scratch: Path,
-         cache: Path | None) -> list[Check]:
+         cache: passcache.Cache | None) -> list[Check]:
     qemu = rendered[0].target == "qemu"
     seed = _write_bake_seed(project, "qemu", scratch) if qemu else None
     samples = sample_files(scratch / "packer-vars") if packer.binary() else scratch

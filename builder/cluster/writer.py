@@ -118,13 +118,17 @@ class Writer:
         gaps = [(b - a) for a, b in zip(times, times[1:], strict=False) if b > moment]
         return round(max(gaps, default=0.0), 2)
 
-    def outages(self, since: float, until: float, over: float = 1.0) -> list[float]:
-        """Every gap between consecutive acknowledgements longer than `over` seconds that
-        overlaps [since, until]: the separate write outages of a long operation (one
-        switchover should be one gap; a second event is a second gap)."""
+    def gaps(self, since: float, until: float, over: float = 1.0) -> list[tuple[float, float]]:
+        """(start, seconds) of every gap between consecutive acknowledgements longer than
+        `over` seconds that overlaps [since, until]."""
         times = [a.at for a in self.acks]
-        return [round(b - a, 2) for a, b in zip(times, times[1:], strict=False)
+        return [(a, round(b - a, 2)) for a, b in zip(times, times[1:], strict=False)
                 if b - a > over and b > since and a < until]
+
+    def outages(self, since: float, until: float, over: float = 1.0) -> list[float]:
+        """The lengths of gaps(): the separate write outages of a long operation (one
+        switchover should be one gap; a second event is a second gap)."""
+        return [seconds for _, seconds in self.gaps(since, until, over)]
 
     def missing(self, dsn: str) -> list[int]:
         """Acknowledged sequence numbers not in the table now (must be none)."""

@@ -67,11 +67,10 @@ def _print_haproxy_checks(builder: Builder) -> None:
         print(f"HAProxy's checks not read: {exc}")
 
 
-def _gaps(writer: Writer, began: float) -> list[str]:
+def _gaps(writer: Writer, began: float, ended: float) -> list[str]:
     """Each write outage with its start, seconds after the upgrade began."""
-    times = [a.at for a in writer.acks]
-    return [f"+{a - began:.0f}s {b - a:.1f}s" for a, b in zip(times, times[1:], strict=False)
-            if b - a > OUTAGE_GAP and b > began]
+    return [f"+{start - began:.0f}s {seconds:.1f}s"
+            for start, seconds in writer.gaps(began, ended, over=OUTAGE_GAP)]
 
 
 # The upgrade's write outage: gaps between acknowledged writes longer than OUTAGE_GAP (the
@@ -145,8 +144,8 @@ def test_rolling_upgrade_of_the_database_tier_costs_one_switchover(cluster, next
     longest = max(outages, default=0.0)
     steps = [(n["node"], {k: v for k, v in n.items() if k.endswith("seconds")})
              for n in done["nodes"]]
-    assert longest <= SWITCHOVER_BOUND, (_gaps(writer, began), steps, writer.errors[-8:])
-    assert sum(outages) <= longest + OUTAGE_SLACK, (_gaps(writer, began), steps,
+    assert longest <= SWITCHOVER_BOUND, (_gaps(writer, began, ended), steps, writer.errors[-8:])
+    assert sum(outages) <= longest + OUTAGE_SLACK, (_gaps(writer, began, ended), steps,
                                                     writer.errors[-4:])
     # The cluster afterwards.
     after = wait_healthy(builder)

@@ -5,6 +5,7 @@ SSH login into a guest that is still busy configuring itself."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from builder.agent.announce import LEAVE_PREFIX, PREFIX
@@ -55,3 +56,32 @@ def leave_report(path: Path) -> dict | None:
             except ValueError:
                 continue
     return found
+
+
+# What a guest's kernel prints as it goes down. A power-off is the guest's own choice; every
+# other end under QEMU's -no-reboot is a reset (watchdog, panic, reboot) that real hardware
+# or a cloud hypervisor would follow with a fresh boot of the same disk.
+POWER_OFF = "reboot: Power down"
+RESET_CAUSES = re.compile(r"softdog: Initiating system reboot|Kernel panic|Oops|BUG: |"
+                          r"watchdog: |reboot: Restarting system|Out of memory")
+TAIL_BYTES = 64 * 1024
+
+
+def exit_cause(path: Path) -> tuple[str, str]:
+    """How a guest's last boot ended, read from its console: ("power-off" | "reset",
+    the line that says so) or ("unknown", its last line) when the console says neither
+    (QEMU itself died, or the kernel had no time to print)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - TAIL_BYTES))
+            lines = [raw.decode("utf-8", "replace").strip()
+                     for raw in fh.read().splitlines()]
+    except OSError:
+        return "unknown", "no console"
+    lines = [text for text in lines if text]
+    if any(POWER_OFF in text for text in lines[-5:]):
+        return "power-off", POWER_OFF
+    causes = [text for text in lines if RESET_CAUSES.search(text)]
+    if causes:
+        return "reset", causes[0][-200:]
+    return "unknown", (lines[-1][-200:] if lines else "empty console")

@@ -15,6 +15,7 @@ import ipaddress
 import secrets as random
 import shutil
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from builder import spec as specs
 from builder.bake import accel, sshkey
 from builder.cluster import probe, seed
-from builder.cluster.console import ConsoleWatch, leave_report
+from builder.cluster.console import ConsoleWatch, exit_cause, leave_report
 from builder.cluster.network import Switch
 from builder.cluster.state import USER, Cluster, Node, directory, load, locked
 from builder.cluster.vm import VM, free_port, mac_address, ssh
@@ -38,8 +39,13 @@ REQUIRED = ("etcd-patroni", "haproxy")
 # which then resets a primary that was only starved (seen in the suite: "softdog:
 # Initiating system reboot" on a healthy primary while its peers ran their checks). A
 # crash then costs up to a minute of write outage instead of ~22 s; KVM keeps the defaults.
+# HAProxy's checks get 6 s instead of 2 for the same reason: two late answers from the REST
+# API of a primary starved while a peer boots mark it down, and HAProxy then cuts every
+# write session through a healthy primary (the suspected cause of a rolling upgrade's
+# 1-9 s write gaps, "server closed the connection unexpectedly").
 TCG_SETTINGS = {"etcd-patroni": {"patroni_ttl": 60, "patroni_loop_wait": 5,
-                                 "patroni_retry_timeout": 15}}
+                                 "patroni_retry_timeout": 15},
+                "haproxy": {"check_timeout": 6}}
 # Ports the host reaches on 127.0.0.1 (guest port -> a free host port).
 FORWARDED = {"haproxy": (5432, 5433, 80, 9000, 8080), "storefront": (3000,)}
 
@@ -184,10 +190,12 @@ UNANNOUNCED_POLL = 30.0
 
 
 def wait_ready(cluster: Cluster, nodes: list[Node], started: dict[str, float],
-               timeout: float) -> dict[str, float]:
+               timeout: float, resets: dict[str, list[str]] | None = None) -> dict[str, float]:
     """Seconds from power-on to the agent's `ready` per node; the first failure raises.
     A node is asked over SSH once its console announces a settled boot (or every
-    UNANNOUNCED_POLL s): each login costs a TCG guest seconds of CPU it needs to boot."""
+    UNANNOUNCED_POLL s): each login costs a TCG guest seconds of CPU it needs to boot.
+    A guest that resets while booting is powered on once more (`resets` collects why)."""
+    resets = {} if resets is None else resets
     pending = {n.name: n for n in nodes}
     watches = {n.name: ConsoleWatch(cluster.vm(n).console, n.instance_id) for n in nodes}
     asked_at = {n.name: time.monotonic() for n in nodes}
@@ -196,7 +204,9 @@ def wait_ready(cluster: Cluster, nodes: list[Node], started: dict[str, float],
     with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
         while pending:
             for node in pending.values():
-                _check_running(cluster, node)
+                if _rebooted(cluster, node, resets):
+                    watches[node.name] = ConsoleWatch(cluster.vm(node).console,
+                                                      node.instance_id)
             now = time.monotonic()
             due = [node for name, node in pending.items()
                    if watches[name].poll() or now - asked_at[name] >= UNANNOUNCED_POLL]
@@ -215,10 +225,33 @@ def wait_ready(cluster: Cluster, nodes: list[Node], started: dict[str, float],
     return ready
 
 
-def _check_running(cluster: Cluster, node: Node) -> None:
+# Resets a booting guest survives: a watchdog on a starved TCG host or a kernel panic ends
+# QEMU (-no-reboot), where a cloud instance would boot again with the same disk, and the
+# agent resumes a rebooted node (etcd's data directory, Patroni's own state). A second
+# reset, or a power-off, fails the boot.
+RESETS_ALLOWED = 1
+
+
+def _rebooted(cluster: Cluster, node: Node, resets: dict[str, list[str]]) -> bool:
+    """False while the node's VM runs; True once a reset VM was powered on again."""
     vm = cluster.vm(node)
-    if not vm.running():
-        raise OperationError(f"{node.name}: VM powered off while booting (see {vm.console})")
+    if vm.running():
+        return False
+    kind, line = exit_cause(vm.console)
+    seen = resets.setdefault(node.name, [])
+    if kind == "power-off" or len(seen) >= RESETS_ALLOWED:
+        ended = "powered off" if kind == "power-off" else f"ended ({kind})"
+        again = f" after {len(seen)} reset(s)" if seen else ""
+        raise OperationError(f"{node.name}: VM {ended} while booting{again}: {line} "
+                             f"(see {vm.console})")
+    kept = vm.console.with_name(f"console.reset-{len(seen) + 1}.log")
+    shutil.copyfile(vm.console, kept)
+    seen.append(line)
+    print(f"builder: {node.name}: guest {kind} while booting ({line}): powered on once "
+          f"more with its disk as it was; the first boot's console is {kept}",
+          file=sys.stderr, flush=True)
+    vm.start()
+    return True
 
 
 def _settled(name: str, report: dict | None) -> bool:
@@ -268,7 +301,8 @@ def up(env_name: str | None, only: tuple[str, ...], timeout: float, keep: bool,
                 _write_seed(cluster, node, project, roles, env)
             cluster.save()
             started = _power_on(cluster, nodes)
-            ready = wait_ready(cluster, nodes, started, timeout)
+            resets: dict[str, list[str]] = {}
+            ready = wait_ready(cluster, nodes, started, timeout, resets)
         except OperationError as exc:
             if keep:
                 raise
@@ -281,6 +315,7 @@ def up(env_name: str | None, only: tuple[str, ...], timeout: float, keep: bool,
             raise
     return {"env": env.name, "cluster": env.cluster_name, "directory": str(where),
             "ready_seconds": ready, "skipped_roles": skipped,
+            "resets": {name: causes for name, causes in resets.items() if causes},
             "nodes": [{"name": n.name, "role": n.role, "address": n.address} for n in nodes]}
 
 
@@ -289,8 +324,8 @@ def keep_consoles(where: Path, logs: Path, env_name: str) -> Path:
     the only record of why a guest died or never got ready."""
     kept = logs / f"cluster-{env_name}-{time.strftime('%Y%m%dT%H%M%S')}"
     kept.mkdir(parents=True, exist_ok=True)
-    for console in sorted(where.glob("nodes/*/console.log")):
-        shutil.copyfile(console, kept / f"{console.parent.name}.console.log")
+    for console in sorted(where.glob("nodes/*/console*.log")):
+        shutil.copyfile(console, kept / f"{console.parent.name}.{console.name}")
     return kept
 
 

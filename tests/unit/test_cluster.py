@@ -270,7 +270,9 @@ def test_a_tcg_cluster_gives_patroni_a_longer_ttl_through_node_settings(accel):
         assert node["settings"]["patroni_ttl"] > 20
     else:
         assert node["settings"] == {}
-    assert manage.boot_settings(accel, "haproxy") == {}
+    assert manage.boot_settings(accel, "haproxy") == (
+        {"check_timeout": 6} if accel == "tcg" else {})
+    assert manage.boot_settings(accel, "redis") == {}
 
 
 def test_a_writer_shown_in_a_failed_assertion_keeps_its_password_out():
@@ -278,3 +280,49 @@ def test_a_writer_shown_in_a_failed_assertion_keeps_its_password_out():
 
     shown = repr(Writer("postgresql://saleor:s3cret-value@127.0.0.1:5433/saleor"))
     assert "s3cret-value" not in shown and "misrouted" in shown
+
+
+def test_a_booting_guest_that_resets_is_powered_on_once_more_and_a_second_reset_fails(
+        tmp_path, monkeypatch, capsys):
+    """A watchdog or panic under -no-reboot ends QEMU; `up` boots the same disk again once
+    (as a cloud host would reboot it), keeps the first console, then gives up with the cause."""
+    from builder.cluster.state import Cluster
+    from builder.cluster.vm import VM
+
+    node = Node("etcd-patroni-1", "etcd-patroni", "10.20.0.11", "i-1", str(tmp_path), 2222,
+                ["m1", "m2"], 1024, 1)
+    cluster = Cluster(tmp_path / "shop", "local", "shop", "10.20.0.0/24", "tcg", [node])
+    console = cluster.vm(node).console
+    console.parent.mkdir(parents=True)
+    powered_on = []
+    monkeypatch.setattr(VM, "start", lambda vm: powered_on.append(vm.name) or vm)
+    console.write_text("[ 371.9] softdog: Initiating system reboot\r\n")
+    resets: dict[str, list[str]] = {}
+    assert manage._rebooted(cluster, node, resets) is True
+    assert powered_on == ["etcd-patroni-1"]
+    assert resets == {"etcd-patroni-1": ["[ 371.9] softdog: Initiating system reboot"]}
+    assert "softdog" in (console.parent / "console.reset-1.log").read_text()
+    assert "powered on once more" in capsys.readouterr().err
+
+    console.write_text("[ 9.2] Kernel panic - not syncing: Attempted to kill init!\r\n")
+    with pytest.raises(manage.OperationError, match=r"etcd-patroni-1: VM ended \(reset\) "
+                       r"while booting after 1 reset\(s\): .*Kernel panic"):
+        manage._rebooted(cluster, node, resets)
+    assert powered_on == ["etcd-patroni-1"]
+
+
+def test_a_guest_that_powers_itself_off_while_booting_is_not_booted_again(tmp_path,
+                                                                           monkeypatch):
+    from builder.cluster.state import Cluster
+    from builder.cluster.vm import VM
+
+    node = Node("redis-1", "redis", "10.20.0.14", "i-2", str(tmp_path), 2222, ["m1", "m2"],
+                1024, 1)
+    cluster = Cluster(tmp_path / "shop", "local", "shop", "10.20.0.0/24", "tcg", [node])
+    console = cluster.vm(node).console
+    console.parent.mkdir(parents=True)
+    console.write_text("[ 101.2] reboot: Power down\r\n")
+    monkeypatch.setattr(VM, "start", lambda vm: pytest.fail("booted again"))
+    with pytest.raises(manage.OperationError, match="redis-1: VM powered off while booting: "
+                                                    "reboot: Power down"):
+        manage._rebooted(cluster, node, {})

@@ -3,8 +3,10 @@ an SSH login per poll)."""
 
 from __future__ import annotations
 
+import pytest
+
 from builder.agent.announce import announce, announce_leave, line
-from builder.cluster.console import ConsoleWatch, leave_report
+from builder.cluster.console import ConsoleWatch, exit_cause, leave_report
 
 REPORT = {"state": "ready", "identity": {"instance_id": "i-new"}}
 
@@ -61,3 +63,34 @@ def test_the_last_leave_report_is_read_back_from_the_console(tmp_path):
     with open(console, "a") as fh:
         fh.write((tmp_path / "second").read_text())
     assert leave_report(console) == report
+
+
+SOFTDOG = """[  312.4] patroni[801]: INFO: no action. I am (etcd-patroni-1), the leader
+[  371.9] softdog: Initiating system reboot
+"""
+PANIC = """[    9.1] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI
+[    9.1] RIP: 0010:sched_clock_cpu+0x10/0x1b0
+[    9.2] Kernel panic - not syncing: Attempted to kill the idle task!
+"""
+POWER_OFF = """[  101.0] systemd-shutdown[1]: Powering off.
+[  101.2] reboot: Power down
+"""
+
+
+@pytest.mark.parametrize("text, kind, words", [
+    (SOFTDOG, "reset", "softdog: Initiating system reboot"),
+    (PANIC, "reset", "Oops: int3"),  # the first sign, not the panic that follows it
+    (POWER_OFF, "power-off", "reboot: Power down"),
+    ("[    1.0] Linux version 6.1.0\n[    4.2] systemd[1]: Started foo\n", "unknown",
+     "systemd[1]: Started foo"),
+    ("", "unknown", "empty console"),
+])
+def test_how_a_guest_went_down_is_read_from_its_console(tmp_path, text, kind, words):
+    console = tmp_path / "console.log"
+    console.write_text(text.replace("\n", "\r\n"))
+    found, line = exit_cause(console)
+    assert found == kind and words in line
+
+
+def test_a_missing_console_has_no_cause(tmp_path):
+    assert exit_cause(tmp_path / "absent.log") == ("unknown", "no console")

@@ -35,6 +35,7 @@ HAPROXY_CONTEXT = {
     "peers": CLUSTER_PEERS,
     "replica_max_lag": 1048576,
     "api_host": "api.saleor.test",
+    "check_timeout": 2,
 }
 
 

@@ -331,3 +331,20 @@ def test_a_running_haproxy_sends_writes_only_to_a_promoted_leader(config, tmp_pa
         proc.wait(timeout=10)
         api.shutdown()
         pg.close()
+
+
+def test_the_check_timeout_is_the_nodes_setting_and_refused_when_not_whole_seconds():
+    """A starved host's guests get longer checks (builder/cluster/manage.py TCG_SETTINGS)."""
+    from builder.agent.errors import AgentError
+    from builder.agent.roles import haproxy as agent_haproxy
+
+    assert "timeout check 6s" in sections(render(haproxy_context(check_timeout=6)))["defaults"]
+
+    def inputs(value):
+        return type("I", (), {"setting": staticmethod(
+            lambda key, default=None: value if key == "check_timeout" else default)})()
+
+    assert agent_haproxy.check_timeout(inputs(2)) == 2
+    for bad in (0, 31, "6s", True, 2.5):
+        with pytest.raises(AgentError, match="setting check_timeout"):
+            agent_haproxy.check_timeout(inputs(bad))

@@ -4,7 +4,10 @@ Settings (node.yaml `settings`): `bind` (default 0.0.0.0 on qemu, where the host
 the VM through QEMU's user network, else the node's private address), `stats_user`
 (stats), `replica_max_lag` (bytes a replica may trail and still take reads; 1 MB, the
 same bound Patroni uses for failover), `api_host` (Host header of the API health check;
-it must be in Saleor's ALLOWED_HOSTS; default localhost).
+it must be in Saleor's ALLOWED_HOSTS; default localhost), `check_timeout` (s a backend's
+health check may take before it counts as failed; 2, and longer where guests stall for
+seconds, builder/cluster/manage.py: two slow answers from a starved but healthy primary
+would mark it down and cut every session through it).
 
 `builder-peer-refresh.timer` runs `builder-agent refresh` every 30 s: when discovery sees
 other backends than the last boot did, the config is rendered again and HAProxy reloads,
@@ -14,6 +17,7 @@ so a database or API node that an autoscaling group replaced (new address) is ro
 from __future__ import annotations
 
 from builder.agent import readiness, templating
+from builder.agent.errors import AgentError
 from builder.agent.roles import Inputs
 
 ROLE = "haproxy"
@@ -32,7 +36,16 @@ def context(inputs: Inputs) -> dict:
         "secrets": inputs.secrets,
         "replica_max_lag": int(inputs.setting("replica_max_lag", 1048576)),
         "api_host": inputs.setting("api_host", "localhost"),
+        "check_timeout": check_timeout(inputs),
     }
+
+
+def check_timeout(inputs: Inputs) -> int:
+    value = inputs.setting("check_timeout", 2)
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 30:
+        raise AgentError(f"setting check_timeout: expected whole seconds from 1 to 30, "
+                         f"got {value!r}")
+    return value
 
 
 def configure(inputs: Inputs) -> dict:

@@ -4,7 +4,7 @@ VENV  ?= .venv
 PY    := $(VENV)/bin/python
 APT_PACKAGES := packer qemu-system-x86 qemu-utils mmdebstrap xorriso vde2 cloud-init \
                 openssh-client openssl e2fsprogs python3-venv etcd-server \
-                haproxy docker-registry patchelf
+                haproxy docker-registry patchelf postgresql
 export PACKER_CHECKPOINT_DISABLE := 1
 
 .PHONY: setup apt venv bake test test-saleor test-upgrade test-unit test-vm lint bench clean
@@ -19,13 +19,16 @@ apt:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
 	    --no-install-recommends $$missing; \
 	fi
-	@# etcd, haproxy and docker-registry (unit tests) run only when a test starts them.
-	@systemctl disable --now etcd haproxy docker-registry >/dev/null 2>&1 || true
-	@# No systemd: docker-registry's init script may have started it (:5000, all interfaces).
-	@if [ ! -d /run/systemd/system ] && [ -x /etc/init.d/docker-registry ]; then \
-	  /etc/init.d/docker-registry stop >/dev/null 2>&1 || true; \
-	  update-rc.d docker-registry disable >/dev/null 2>&1 || true; \
-	fi
+	@# etcd, haproxy, docker-registry and postgresql (unit tests; `vendor saleor
+	@# --schema-dump` starts its own throwaway server) run only when something starts them.
+	@systemctl disable --now etcd haproxy docker-registry postgresql >/dev/null 2>&1 || true
+	@# No systemd: their init scripts may have started them (docker-registry on :5000, all
+	@# interfaces; PostgreSQL's main cluster).
+	@if [ ! -d /run/systemd/system ]; then for s in docker-registry postgresql; do \
+	  [ -x /etc/init.d/$$s ] || continue; \
+	  /etc/init.d/$$s stop >/dev/null 2>&1 || true; \
+	  update-rc.d $$s disable >/dev/null 2>&1 || true; \
+	done; fi
 
 venv: $(VENV)/.installed
 

@@ -103,8 +103,16 @@ def vendor() -> None:
               help="CPython of the bundle's X.Y to build wheels of requirements that have only "
                    "an sdist for the target (default: the bundled python; with --runtime "
                    "system, pythonX.Y on PATH; else pure-Python sdists only).")
+@click.option("--schema-dump", is_flag=True,
+              help="runtime bundled: run the release's migrations here on a throwaway "
+                   "PostgreSQL and ship the dump (schema/): a first boot restores it into "
+                   "an empty database instead of migrating under emulation.")
+@click.option("--postgres-bin", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="With --schema-dump: the PostgreSQL bin directory (default: the newest "
+                   "/usr/lib/postgresql/*/bin). Its major must not be newer than the "
+                   "cluster's, or the dump is not restored.")
 def saleor(version, source, out, as_json, runtime, python_version, python_from, find_links,
-           no_index, build_python) -> None:
+           no_index, build_python, schema_dump, postgres_bin) -> None:
     """The Saleor API: app/ (the source), requirements.txt (requirements.txt of the source,
     else `uv export` of its uv.lock, dev group included), wheels/ (one per requirement, for
     CPython on x86_64 Linux) and, runtime bundled, python/. uv (uv.lock, `uv python
@@ -114,7 +122,8 @@ def saleor(version, source, out, as_json, runtime, python_version, python_from, 
 
     options = app.Options(runtime=runtime, python_version=python_version,
                           python_from=python_from, find_links=tuple(find_links),
-                          no_index=no_index, build_python=build_python)
+                          no_index=no_index, build_python=build_python,
+                          schema_dump=schema_dump, postgres_bin=postgres_bin)
     emit(app.vendor(version, source, _vendor_dir(out), options, _progress("saleor")),
          as_json, _print_made)
 

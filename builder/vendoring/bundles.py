@@ -142,6 +142,13 @@ def _check_manifest(path: Path, data, app: str, version: str) -> dict:
         if not re.fullmatch(r"3\.[0-9]+(\.[0-9]+)?", str(runtime.get("python_version"))):
             _fail(path, f"{MANIFEST}: runtime.python_version",
                   f"expected X.Y[.Z], got {runtime.get('python_version')!r}")
+        if "schema" in runtime:
+            dump = runtime["schema"]
+            if not (isinstance(dump, dict) and all(
+                    isinstance(dump.get(k), int) and not isinstance(dump.get(k), bool)
+                    for k in ("postgres_major", "migrations"))):
+                _fail(path, f"{MANIFEST}: runtime.schema",
+                      f"expected postgres_major and migrations (numbers), got {dump!r}")
     if app == "storefront" and "node_runtime" in runtime:
         if runtime["node_runtime"] != "bundled":
             _fail(path, f"{MANIFEST}: runtime.node_runtime",
@@ -154,7 +161,10 @@ def _check_manifest(path: Path, data, app: str, version: str) -> dict:
 
 # Files a manifest's runtime promises (verify() checks the tarball holds them).
 def _promised(runtime: dict) -> list[str]:
-    return ["node/bin/node"] if runtime.get("node_runtime") == "bundled" else []
+    promised = ["node/bin/node"] if runtime.get("node_runtime") == "bundled" else []
+    if "schema" in runtime:
+        promised += ["schema/schema.json", "schema/schema.dump"]
+    return promised
 
 
 def read(path: Path) -> Bundle:

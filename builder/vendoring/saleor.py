@@ -18,7 +18,7 @@ from packaging.version import Version
 
 from builder.errors import OperationError, UserError
 from builder.progress import Progress
-from builder.vendoring import bundles, common, pins, relocatable, slim
+from builder.vendoring import bundles, common, pgserver, pins, relocatable, schemadump, slim
 from builder.vendoring.common import Source, step
 
 DEFAULT_URL = "https://github.com/saleor/saleor/archive/refs/tags/{version}.tar.gz"
@@ -37,6 +37,8 @@ class Options:
     find_links: tuple[Path, ...] = ()
     no_index: bool = False
     build_python: Path | None = None
+    schema_dump: bool = False
+    postgres_bin: Path | None = None
 
     def check(self) -> None:
         """Bad option combinations, before anything is fetched or built."""
@@ -63,6 +65,13 @@ class Options:
             raise UserError(f"no such file: {self.build_python}", field="--build-python")
         if self.no_index and not self.find_links:
             raise UserError("needs --find-links DIR (where the wheels are)", field="--no-index")
+        if self.postgres_bin is not None and not self.schema_dump:
+            raise UserError("goes with --schema-dump only", field="--postgres-bin")
+        if self.schema_dump:
+            if self.runtime != "bundled":
+                # The dump is made by the bundle's own Python and wheels, run here.
+                raise UserError("needs --runtime bundled", field="--schema-dump")
+            pgserver.find_bindir(self.postgres_bin)
 
     def pip_sources(self) -> list[str]:
         args = [f"--find-links={link.resolve()}" for link in self.find_links]
@@ -93,7 +102,11 @@ def vendor(version: str, source: str | None, out: Path, options: Options,
                   f"{python_version} on x86_64 Linux.\nInstall: pip install --no-index "
                   "--find-links wheels/ -r requirements.txt")
         (payload / "requirements.txt").write_text(pins.render(pinned, built, header))
-        return {"python": options.runtime, "python_version": python_version}
+        runtime = {"python": options.runtime, "python_version": python_version}
+        if options.schema_dump:
+            runtime["schema"] = schemadump.make(payload, version, work, progress,
+                                                options.postgres_bin)
+        return runtime
 
     return common.make("saleor", version, source, DEFAULT_URL, out, build, progress)
 

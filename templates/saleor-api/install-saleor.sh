@@ -38,8 +38,13 @@ fi
 B="${BUILDER_BUNDLE:?the bundle is unpacked by provision.sh}"
 runtime=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["runtime"]["python"])' "$B/bundle.json")
 
-rm -rf /opt/saleor/app /opt/saleor/venv /opt/saleor/python
+rm -rf /opt/saleor/app /opt/saleor/venv /opt/saleor/python /opt/saleor/schema
 cp -R "$B/app" /opt/saleor/app
+# The release's migrated schema (`builder vendor saleor --schema-dump`): a first boot
+# restores it into an empty database instead of migrating (builder/agent/schema.py).
+if [ -d "$B/schema" ]; then
+  cp -R "$B/schema" /opt/saleor/schema
+fi
 if [ "$runtime" = bundled ]; then
   cp -R "$B/python" /opt/saleor/python
   PY=/opt/saleor/python/bin/python3

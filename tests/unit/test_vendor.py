@@ -251,6 +251,14 @@ def _bad_cases(tmp: Path, wheelhouse: Path) -> dict[str, tuple[list[str], str]]:
                                      "--python-from", str(empty), *offline], "--python-from"),
         "bad python version": (["saleor", "--version", "1.0", "--source", str(good),
                                 "--python-version", "3", *offline], "--python-version"),
+        "schema dump with system": (["saleor", "--version", "1.0", "--source", str(good),
+                                     "--schema-dump", *offline], "--schema-dump"),
+        "postgres-bin alone": (["saleor", "--version", "1.0", "--source", str(good),
+                                "--postgres-bin", str(empty), *offline], "--postgres-bin"),
+        "postgres-bin without initdb": (["saleor", "--version", "1.0", "--source", str(good),
+                                         "--find-links", str(wheelhouse), "--no-index",
+                                         "--schema-dump", "--postgres-bin", str(empty)],
+                                        "--postgres-bin"),
         "dashboard not built": (["dashboard", "--version", "1.0", "--source", str(empty)],
                                 "--source"),
         "storefront needs api url": (["storefront", "--version", "1.0", "--source",
@@ -266,7 +274,8 @@ def _checkout(root: Path) -> Path:
 
 BAD = ["unknown app", "bad version", "missing source", "not saleor", "no requirements",
        "unpinned", "unreachable url", "no-index alone", "python-from with system",
-       "bad python version", "dashboard not built", "storefront needs api url"]
+       "bad python version", "schema dump with system", "postgres-bin alone",
+       "postgres-bin without initdb", "dashboard not built", "storefront needs api url"]
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -501,6 +510,9 @@ def test_read_checks_the_manifest_against_the_file_name(tmp_path):
     for key, value, field in (("version", "2.0.0", "bundle.json: version"),
                               ("format", 2, "bundle.json: format"),
                               ("runtime", {"python": "conda"}, "runtime.python"),
+                              ("runtime", {"python": "system", "python_version": "3.13",
+                                           "schema": {"postgres_major": "17"}},
+                               "runtime.schema"),
                               ("stand_in", "yes", "bundle.json: stand_in")):
         data = json.dumps(manifest | {key: value}).encode()
         bad = _repack(good.path, tmp_path / key / good.path.name,
@@ -665,3 +677,16 @@ def test_bundled_python_from_a_directory_refused(tmp_path, wheelhouse, version, 
     (line,) = errors(result)
     assert "--python-from" in line and message in line, line
     assert not (tmp_path / "vendor").exists()
+
+
+def test_verify_refuses_a_bundle_without_the_schema_dump_its_manifest_names(tmp_path):
+    runtime = {"python": "bundled", "python_version": "3.12.9",
+               "schema": {"postgres_major": 15, "migrations": 5}}
+    payload = tmp_path / "payload"
+    for rel in ("app/manage.py", "schema/schema.json"):
+        (payload / rel).parent.mkdir(parents=True, exist_ok=True)
+        (payload / rel).write_text("x\n")
+    made = bundles.write(tmp_path / "vendor", "saleor", "1.0.0", payload, runtime, "test",
+                         stand_in=True, created="2026-01-01T00:00:00Z")
+    with pytest.raises(UserError, match="schema/schema.dump: missing"):
+        bundles.verify(made.path)

@@ -6,7 +6,11 @@ The database is reached through HAProxy :5432 (always the Patroni primary), the 
 broker on the redis role. Settings (node.yaml `settings`): `db_user`, `db_name` (saleor),
 `public_url` (default http://<haproxy>/), `allowed_hosts` and `allowed_client_hosts` (added
 to this node's, HAProxy's and loopback names), `db_timeout` (seconds to wait for the database
-at boot, 900), `migrate_timeout` (1800), `ready_timeout` (300).
+at boot, 900), `migrate_timeout` (1800), `restore_timeout` (600), `ready_timeout` (300).
+
+A bundle vendored with `--schema-dump` carries its release's migrated schema in
+/opt/saleor/schema: the first node to boot against an empty database restores it there
+instead of migrating (builder/agent/schema.py); the report's `migrate.how` says which.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import json
 from urllib.parse import quote
 
-from builder.agent import migrations, readiness, templating
+from builder.agent import migrations, readiness, schema, templating
 from builder.agent.errors import AgentError
 from builder.agent.roles import APP_DATABASE, APP_USER, Inputs
 
@@ -23,6 +27,7 @@ PEER_ROLES = ["haproxy", "redis", "saleor-api", "saleor-dashboard", "storefront"
 ENV_FILE = "/etc/saleor/saleor.env"
 NGINX_SITE = "/etc/nginx/sites-enabled/saleor.conf"
 IMAGE_FILE = "/etc/builder/image.json"
+SCHEMA_DIR = "/opt/saleor/schema"  # install-saleor.sh copies the bundle's schema/ here
 # Order matters only for the report; each unit waits for nothing but the network.
 UNITS = ("saleor-api", "saleor-worker", "saleor-beat", "nginx")
 # Where nginx finds the collected static files, by install method.
@@ -149,12 +154,14 @@ def configure(inputs: Inputs) -> dict:
         inputs.services.run(*migrate)
         report["migrate"] = {"release": name, "dry_run": True}
     else:
+        dump = schema.Dump.find(inputs.root(SCHEMA_DIR)) if not container else None
         report["migrate"] = {"release": name, **migrations.once(
             ctx["database_url"], "migrate", name, ctx["node"]["name"],
             lambda: inputs.services.run(*migrate, timeout=float(
                 inputs.setting("migrate_timeout", 1800))),
             connect_timeout=float(inputs.setting("db_timeout", 900)),
-            lock_timeout=float(inputs.setting("migrate_timeout", 1800)))}
+            lock_timeout=float(inputs.setting("migrate_timeout", 1800)), dump=dump,
+            restore_timeout=float(inputs.setting("restore_timeout", 600)))}
     for unit in UNITS:
         inputs.services.restart(unit)
     if not inputs.services.dry_run:

@@ -126,3 +126,18 @@ def test_rendered_site_accepted_by_this_nginx(host, spec):
                            "/etc/nginx/sites-enabled/builder-test.conf"):
         check = host.run("nginx -t")
     assert check.rc == 0, check.stderr
+
+
+def test_a_bundled_schema_dump_is_installed_and_restorable_here(host, bundled):
+    """With `--schema-dump`, the dump and a pg_restore at least as new as the PostgreSQL
+    that made it (pg_restore reads older archives, not newer ones)."""
+    shipped = _bundle(host)["runtime"].get("schema")
+    manifest = host.file("/opt/saleor/schema/schema.json")
+    if shipped is None:
+        assert not manifest.exists
+        return
+    dump = json.loads(manifest.content_string)
+    assert host.file(f"/opt/saleor/schema/{dump['file']}").size > 0
+    assert dump["postgres_major"] == shipped["postgres_major"]
+    version = host.check_output("pg_restore --version").split()[-1]
+    assert int(version.split(".")[0]) >= dump["postgres_major"], version

@@ -17,7 +17,8 @@ def test_prometheus_exporter_built_in(host):
 def test_rendered_config_is_accepted_by_this_haproxy(host):
     context = {"node": SAMPLE_NODE, "peers": SAMPLE_PEERS, "bind": "0.0.0.0",
                "stats_user": "stats", "secrets": {"haproxy_stats_password": "sample"},
-               "replica_max_lag": 1048576, "api_host": "api.example.test"}
+               "replica_max_lag": 1048576, "api_host": "api.example.test",
+               "check_timeout": 6}  # what a TCG cluster gives it (builder/cluster/manage.py)
     with rendered_in_image(host, "/usr/share/builder/templates/haproxy/haproxy.cfg.j2", context,
                            "/tmp/haproxy-test.cfg") as path:
         check = host.run("/usr/sbin/haproxy -c -f %s", path)

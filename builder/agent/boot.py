@@ -36,13 +36,18 @@ def load_json(path: Path) -> dict:
 
 
 class Steps:
-    def __init__(self, report: dict):
+    """Named, timed steps; on_step(name) as each begins (the status file says where a slow
+    boot is, instead of nothing until it ends)."""
+
+    def __init__(self, report: dict, on_step=lambda name: None):
         self.report = report
         self.timings: dict[str, float] = report.setdefault("timings", {})
         self.current = ""
+        self.on_step = on_step
 
     def run(self, name: str, fn, *args, **kwargs):
         self.current = name
+        self.on_step(name)
         started = time.monotonic()
         try:
             return fn(*args, **kwargs)
@@ -53,7 +58,17 @@ class Steps:
 def boot(root: Root, services: Services, *, discovery_timeout: float = 300.0) -> dict:
     started = time.monotonic()
     report: dict = {"state": "booting", "dry_run_services": services.dry_run}
-    steps = Steps(report)
+
+    def at(step: str) -> None:
+        report["step"] = step
+        report.pop("progress", None)
+        write_status(root, report)
+
+    def progress(done: dict) -> None:
+        report["progress"] = done
+        write_status(root, report)
+
+    steps = Steps(report, at)
     try:
         identity = steps.run("identity", identify,
                              instance_data=root(nocloud.INSTANCE_DATA))
@@ -84,7 +99,8 @@ def boot(root: Root, services: Services, *, discovery_timeout: float = 300.0) ->
                                   timeout=discovery_timeout)
                 report["peers"] = peers
                 inputs = roles.Inputs(identity=identity, config=cfg, peers=peers,
-                                      secrets=secrets, root=root, services=services)
+                                      secrets=secrets, root=root, services=services,
+                                      progress=progress)
                 report["result"] = steps.run("role", module.configure, inputs)
                 break
             except Exception as exc:
@@ -96,6 +112,7 @@ def boot(root: Root, services: Services, *, discovery_timeout: float = 300.0) ->
                 write_status(root, report)
                 time.sleep(float(cfg.settings.get("boot_retry_seconds", RETRY_SECONDS)))
         report.pop("error", None)
+        report.pop("progress", None)
         report["state"] = "ready"
     except Exception as exc:  # the status file must say why a boot died, whatever it was
         report["state"] = "failed"

@@ -41,11 +41,12 @@ def connect(dsn: str, timeout: float):
             time.sleep(3)
 
 
-def once(dsn: str, task: str, release: str, node: str, run: Callable[[], None], *,
+def once(dsn: str, task: str, release: str, node: str, run: Callable[[int], None], *,
          connect_timeout: float, lock_timeout: float,
          dump: schema.Dump | None = None, restore_timeout: float = 600.0) -> dict:
-    """run() unless some node already did `task` for `release`; with `dump`, an empty
-    database is restored from it instead. What happened, for the report."""
+    """run(migrations already recorded) unless some node already did `task` for `release`;
+    with `dump`, an empty database is restored from it instead. What happened, for the
+    report."""
     import psycopg
 
     started = time.monotonic()
@@ -60,18 +61,28 @@ def once(dsn: str, task: str, release: str, node: str, run: Callable[[], None], 
             if row:
                 return {"ran": False, "by": row[0], "at": row[1].isoformat(), "waited": waited}
             how, why = _choose(conn, release, dump)
+            before = applied(conn)
             began = time.monotonic()
             if how == "restored":
                 schema.restore(dsn, dump.path, restore_timeout)
             else:
-                run()
+                run(before)
             seconds = round(time.monotonic() - began, 2)
             conn.execute("INSERT INTO builder_releases (task, release, node, seconds) "
                          "VALUES (%s, %s, %s, %s)", (task, release, node, seconds))
+            # A migrate killed half-way (its timeout, a node lost) left the migrations it
+            # finished recorded: the next run goes on from there, and says so.
             return {"ran": True, "by": node, "how": how, "why": why, "seconds": seconds,
-                    "waited": waited}
+                    "waited": waited, "applied_before": before}
         except psycopg.Error as exc:
             raise AgentError(f"{task} lock: {str(exc).strip() or type(exc).__name__}") from None
+
+
+def applied(conn) -> int:
+    """Migrations Django has recorded in this database (0 before the first)."""
+    if conn.execute("SELECT to_regclass('django_migrations')").fetchone()[0] is None:
+        return 0
+    return conn.execute("SELECT count(*) FROM django_migrations").fetchone()[0]
 
 
 def _choose(conn, release: str, dump: schema.Dump | None) -> tuple[str, str]:

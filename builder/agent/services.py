@@ -7,6 +7,8 @@ a real boot would run, in order.
 from __future__ import annotations
 
 import subprocess
+import threading
+from collections.abc import Callable
 
 from builder.agent.errors import AgentError
 
@@ -38,6 +40,50 @@ class Services:
             raise AgentError(f"{' '.join(argv)} exited {proc.returncode}"
                              + (f": {detail[-1]}" if detail else ""))
         return proc.returncode == 0
+
+    def stream(self, *argv: str, on_line: Callable[[str], None],
+               timeout: float | None = None) -> None:
+        """run() for a long command whose output tells its progress: each line of its
+        stdout and stderr goes to on_line() as it comes; killed at the timeout."""
+        record: dict = {"argv": list(argv)}
+        self.calls.append(record)
+        if self.dry_run:
+            record["dry_run"] = True
+            return
+        limit = timeout or self.timeout
+        try:
+            proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    text=True, errors="replace")
+        except OSError as exc:
+            record["error"] = str(exc)
+            raise AgentError(f"{' '.join(argv)}: {exc}") from None
+        expired = threading.Event()
+
+        def kill() -> None:
+            expired.set()
+            proc.kill()
+
+        timer = threading.Timer(limit, kill)
+        timer.start()
+        last = ""
+        try:
+            for line in proc.stdout:
+                if line.strip():
+                    last = line.strip()
+                on_line(line.rstrip("\n"))
+            proc.wait()
+        finally:
+            timer.cancel()
+            proc.stdout.close()
+        record["rc"] = proc.returncode
+        if expired.is_set():
+            record["error"] = f"timed out after {limit:.0f} s"
+            raise AgentError(f"{' '.join(argv)}: timed out after {limit:.0f} s"
+                             + (f" (last output: {last})" if last else ""))
+        if proc.returncode != 0:
+            raise AgentError(f"{' '.join(argv)} exited {proc.returncode}"
+                             + (f": {last}" if last else ""))
 
     def start(self, unit: str) -> None:
         self.run("systemctl", "start", unit)

@@ -86,6 +86,11 @@ def _node_row(cluster: Cluster, node) -> dict:
         row["agent"] = report.get("state", "no-report")
         if report.get("error"):
             row["agent_error"] = report["error"]
+        if row["agent"] in ("booting", "retrying"):
+            # Where a slow boot is: its step, and a long task's count (Saleor's migrate).
+            row["agent_step"] = report.get("step")
+            if report.get("progress"):
+                row["agent_progress"] = report["progress"]
     return row
 
 

@@ -21,6 +21,15 @@ def _mask(dsn: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]+@", r"\1***@", dsn)
 
 
+def _progress(row: dict) -> str:
+    done = row.get("agent_progress")
+    if not done:
+        return ""
+    total = f"/{done['total']}" if done.get("total") else ""
+    last = f" (last {done['last']})" if done.get("last") else ""
+    return f", {done['task']} {done['applied']}{total}{last}"
+
+
 def status(data: dict) -> None:
     click.echo(f"cluster {data['cluster']} ({data['env']}), network {data['cidr']}")
     for row in data["nodes"]:
@@ -36,6 +45,8 @@ def status(data: dict) -> None:
                    f"{row['address']:<15} {row['power']:<8} {row.get('agent', '-'):<11} {db}")
         if row.get("agent_error"):
             click.echo(f"    agent: {row['agent_error']}")
+        if row.get("agent_step"):
+            click.echo(f"    agent at: {row['agent_step']}" + _progress(row))
     members = data.get("etcd_members")
     if members is not None:
         click.echo(f"etcd members ({len(members)}): " + ", ".join(

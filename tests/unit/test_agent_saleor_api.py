@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import yaml
 
 from builder.agent.singleton import lock_key
@@ -153,3 +154,43 @@ def test_lock_keys_are_stable_signed_64_bit_and_distinct():
     key = lock_key("saleor-beat")
     assert key == lock_key("saleor-beat") and -2**63 <= key < 2**63
     assert key != lock_key("migrate:saleor-3.23.28")
+
+
+def test_migrate_progress_counts_applied_lines_on_top_of_the_recorded_ones(monkeypatch):
+    """What the status file shows while Saleor migrates (1406 migrations under TCG took
+    over 30 minutes with no sign of life): applied of total, reported every few seconds."""
+    from builder.agent.roles import saleor_api
+
+    reports = []
+    counter = saleor_api.MigrateProgress(reports.append, before=632, total=1406)
+    assert reports == [{"task": "migrate", "applied": 632, "total": 1406, "last": None}]
+    clock = iter([100.0, 101.0, 107.0])
+    monkeypatch.setattr(saleor_api.time, "monotonic", lambda: next(clock))
+    for line in ("Operations to perform:", "  Applying account.0081_x... OK",
+                 "  Applying account.0082_y... OK", "  Applying order.0190_z... OK",
+                 "  No migrations to apply."):
+        counter.line(line)
+    assert counter.applied == 635 and counter.last == "order.0190_z"
+    assert [r["applied"] for r in reports] == [632, 633, 635]  # not one write per line
+
+
+def test_a_streamed_command_reports_each_line_and_fails_with_its_last_one(tmp_path):
+    import sys
+
+    from builder.agent.errors import AgentError
+    from builder.agent.services import Services
+
+    lines = []
+    script = ("import sys, time\nfor i in range(3):\n    print(f'  Applying a.{i}... OK', "
+              "flush=True)\nprint('boom', file=sys.stderr)\nsys.exit(3)\n")
+    services = Services()
+    with pytest.raises(AgentError, match="exited 3: boom"):
+        services.stream(sys.executable, "-c", script, on_line=lines.append, timeout=30)
+    assert lines[:3] == [f"  Applying a.{i}... OK" for i in range(3)]
+    with pytest.raises(AgentError, match=r"timed out after 1 s \(last output: started\)"):
+        services.stream(sys.executable, "-c", "import time; print('started', flush=True); "
+                        "time.sleep(60)", on_line=lines.append, timeout=1)
+    assert services.calls[-1]["error"] == "timed out after 1 s"
+    dry = Services(dry_run=True)
+    dry.stream("false", on_line=lines.append)
+    assert dry.calls == [{"argv": ["false"], "dry_run": True}]

@@ -156,6 +156,20 @@ def test_the_human_status_masks_the_password():
         "postgresql://saleor:***@127.0.0.1:5/saleor"
 
 
+def test_the_human_status_shows_where_a_booting_agent_is(capsys):
+    row = {"name": "saleor-api-1", "role": "saleor-api", "version": "1.2.0",
+           "address": "10.20.0.31", "power": "running", "agent": "booting",
+           "agent_step": "role", "agent_progress": {"task": "migrate", "applied": 632,
+                                                     "total": 1406, "last": "order.0190_z"}}
+    views.status({"cluster": "shop", "env": "local", "cidr": "10.20.0.0/24", "nodes": [row],
+                  "endpoints": {}, "ssh_key": "/k"})
+    shown = capsys.readouterr().out
+    assert "agent at: role, migrate 632/1406 (last order.0190_z)" in shown
+    views.status({"cluster": "shop", "env": "local", "cidr": "10.20.0.0/24", "endpoints": {},
+                  "ssh_key": "/k", "nodes": [row | {"agent_progress": None}]})
+    assert "agent at: role\n" in capsys.readouterr().out
+
+
 def test_the_seed_backend_replaces_only_the_postgres_section():
     ours = (REPO / "templates/haproxy/haproxy.cfg.j2").read_text()
     db = [Node(f"db-{i}", "etcd-patroni", f"10.20.0.1{i}", "i", "/a", 1, [], 1, 1)

@@ -52,7 +52,7 @@ def _migrate(dsn: str, work: Path) -> None:
 
 
 def _once(dsn: str, node: str, dump, run=None) -> dict:
-    def refuse():
+    def refuse(before):
         raise AssertionError("migrated where the dump should have been restored")
     return migrations.once(dsn, "migrate", RELEASE, node, run or refuse, connect_timeout=10,
                            lock_timeout=60, dump=dump)
@@ -131,8 +131,9 @@ def test_a_database_that_holds_a_schema_is_migrated(dumped, server, tmp_path):
         conn.execute("UPDATE django_site SET name = 'My shop'")
     ran = []
     result = _once(server.dsn, "saleor-api-1", schema.Dump.find(dumped[0]),
-                   run=lambda: ran.append(_migrate(server.dsn, tmp_path)))
-    assert result["how"] == "migrated" and "already holds" in result["why"] and ran
+                   run=lambda before: ran.append((before, _migrate(server.dsn, tmp_path))))
+    assert result["how"] == "migrated" and "already holds" in result["why"]
+    assert ran == [(5, None)] and result["applied_before"] == 5  # run() learns where it was
     assert _tables(server.dsn)["site"] == [("My shop",)]
 
 
@@ -165,7 +166,7 @@ def test_a_dump_that_does_not_fit_is_not_restored(dumped, server, tmp_path, chan
     (tmp_path / schema.MANIFEST).write_text(json.dumps(manifest))
     (tmp_path / manifest["file"]).write_bytes((dumped[0] / manifest["file"]).read_bytes())
     result = _once(server.dsn, "saleor-api-1", schema.Dump.find(tmp_path),
-                   run=lambda: _migrate(server.dsn, tmp_path))
+                   run=lambda before: _migrate(server.dsn, tmp_path))
     assert result["how"] == "migrated" and why in result["why"]
     assert _tables(server.dsn)["migrations"] == 5
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
+from collections.abc import Callable
 
 from builder.agent.config import NodeConfig
 from builder.agent.errors import AgentError
@@ -36,6 +37,8 @@ class Inputs:
     secrets: dict[str, str]
     root: Root
     services: Services
+    # Where a long step says how far it got (the status file, builder/agent/boot.py).
+    progress: Callable[[dict], None] = lambda _progress: None
 
     @property
     def setting(self):

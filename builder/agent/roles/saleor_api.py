@@ -16,6 +16,8 @@ instead of migrating (builder/agent/schema.py); the report's `migrate.how` says 
 from __future__ import annotations
 
 import json
+import re
+import time
 from urllib.parse import quote
 
 from builder.agent import migrations, readiness, schema, templating
@@ -28,6 +30,7 @@ ENV_FILE = "/etc/saleor/saleor.env"
 NGINX_SITE = "/etc/nginx/sites-enabled/saleor.conf"
 IMAGE_FILE = "/etc/builder/image.json"
 SCHEMA_DIR = "/opt/saleor/schema"  # install-saleor.sh copies the bundle's schema/ here
+APPLYING = re.compile(r"\s*Applying (\S+?)\.\.\.")  # Django's migrate, one per migration
 # Order matters only for the report; each unit waits for nothing but the network.
 UNITS = ("saleor-api", "saleor-worker", "saleor-beat", "nginx")
 # Where nginx finds the collected static files, by install method.
@@ -53,6 +56,32 @@ def migrate_command(install: dict) -> tuple[str, ...]:
             "--gid=saleor", "--property=EnvironmentFile=" + ENV_FILE,
             "--property=WorkingDirectory=/opt/saleor/app", "--setenv=PYTHONPATH=/opt/saleor/app",
             "/opt/saleor/venv/bin/python", "manage.py", "migrate", "--no-input")
+
+
+class MigrateProgress:
+    """Counts the "  Applying app.0001_name... OK" lines of Django's migrate as they come,
+    on top of those recorded before it started, and reports them (with the release's total
+    where the bundle's dump knows it) at most every REPORT_EVERY s: each report rewrites
+    the status file."""
+
+    REPORT_EVERY = 5.0
+
+    def __init__(self, report, before: int, total: int | None):
+        self.report, self.total = report, total
+        self.applied, self.last, self.reported_at = before, "", 0.0
+        report({"task": "migrate", "applied": before, "total": total, "last": None})
+
+    def line(self, text: str) -> None:
+        match = APPLYING.match(text)
+        if not match:
+            return
+        self.applied += 1
+        self.last = match.group(1)
+        now = time.monotonic()
+        if now - self.reported_at >= self.REPORT_EVERY or self.applied == self.total:
+            self.reported_at = now
+            self.report({"task": "migrate", "applied": self.applied, "total": self.total,
+                         "last": self.last})
 
 
 def _first(inputs: Inputs, role: str) -> str:
@@ -155,10 +184,15 @@ def configure(inputs: Inputs) -> dict:
         report["migrate"] = {"release": name, "dry_run": True}
     else:
         dump = schema.Dump.find(inputs.root(SCHEMA_DIR)) if not container else None
+        total = dump.migrations if dump and dump.release == name else None
+
+        def run_migrate(before: int) -> None:
+            counter = MigrateProgress(inputs.progress, before, total)
+            inputs.services.stream(*migrate, on_line=counter.line, timeout=float(
+                inputs.setting("migrate_timeout", 1800)))
+
         report["migrate"] = {"release": name, **migrations.once(
-            ctx["database_url"], "migrate", name, ctx["node"]["name"],
-            lambda: inputs.services.run(*migrate, timeout=float(
-                inputs.setting("migrate_timeout", 1800))),
+            ctx["database_url"], "migrate", name, ctx["node"]["name"], run_migrate,
             connect_timeout=float(inputs.setting("db_timeout", 900)),
             lock_timeout=float(inputs.setting("migrate_timeout", 1800)), dump=dump,
             restore_timeout=float(inputs.setting("restore_timeout", 600)))}

@@ -104,9 +104,10 @@ def vendor() -> None:
                    "an sdist for the target (default: the bundled python; with --runtime "
                    "system, pythonX.Y on PATH; else pure-Python sdists only).")
 @click.option("--schema-dump", is_flag=True,
-              help="runtime bundled: run the release's migrations here on a throwaway "
-                   "PostgreSQL and ship the dump (schema/): a first boot restores it into "
-                   "an empty database instead of migrating under emulation.")
+              help="Run the release's migrations here on a throwaway PostgreSQL and ship "
+                   "the dump (schema/): a first boot restores it into an empty database "
+                   "instead of migrating under emulation. Runs the bundled python, or "
+                   "--build-python with --runtime system.")
 @click.option("--postgres-bin", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="With --schema-dump: the PostgreSQL bin directory (default: the newest "
                    "/usr/lib/postgresql/*/bin). Its major must not be newer than the "

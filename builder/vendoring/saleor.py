@@ -68,9 +68,13 @@ class Options:
         if self.postgres_bin is not None and not self.schema_dump:
             raise UserError("goes with --schema-dump only", field="--postgres-bin")
         if self.schema_dump:
-            if self.runtime != "bundled":
-                # The dump is made by the bundle's own Python and wheels, run here.
-                raise UserError("needs --runtime bundled", field="--schema-dump")
+            if self.runtime != "bundled" and self.build_python is None:
+                # The dump is made by the bundle's wheels, run here on a Python of their X.Y.
+                raise UserError("needs --runtime bundled, or --build-python (a CPython of "
+                                "the image's X.Y) with --runtime system", field="--schema-dump")
+            if self.runtime == "system":
+                _same_minor(self.build_python, self.python_version or DEFAULT_PYTHON["system"],
+                            "--build-python")
             pgserver.find_bindir(self.postgres_bin)
 
     def pip_sources(self) -> list[str]:
@@ -104,11 +108,19 @@ def vendor(version: str, source: str | None, out: Path, options: Options,
         (payload / "requirements.txt").write_text(pins.render(pinned, built, header))
         runtime = {"python": options.runtime, "python_version": python_version}
         if options.schema_dump:
-            runtime["schema"] = schemadump.make(payload, version, work, progress,
+            python = target or options.build_python
+            runtime["schema"] = schemadump.make(payload, version, python, work, progress,
                                                 options.postgres_bin)
         return runtime
 
     return common.make("saleor", version, source, DEFAULT_URL, out, build, progress)
+
+
+def _same_minor(python: Path, version: str, field: str) -> None:
+    found = _probe(python, field, relocated=False)["version"]
+    if found.split(".")[:2] != version.split(".")[:2]:
+        raise UserError(f"{python} is Python {found}, but the wheels are for {version}",
+                        field=field)
 
 
 def _check_layout(src: Source) -> None:

@@ -29,13 +29,10 @@ def release_name(version: str) -> str:
     return f"saleor-{version}"
 
 
-def make(payload: Path, version: str, work: Path, progress: Progress,
+def make(payload: Path, version: str, python: Path, work: Path, progress: Progress,
          bindir: Path | None = None) -> dict:
-    """Fill payload/schema/ from the payload's app, Python and wheels; the runtime entry
-    for bundle.json."""
-    python = payload / "python" / "bin" / "python3"
-    if not python.is_file():
-        raise OperationError("a schema dump needs the bundle's own Python (--runtime bundled)")
+    """Fill payload/schema/ from the payload's app and wheels, installed for `python` (the
+    bundle's own, or a CPython of the image's X.Y); the runtime entry for bundle.json."""
     venv = work / "schema-venv"
     with step(progress, "schema-venv", "the bundle's wheels in a scratch venv"):
         common.run([str(python), "-m", "venv", str(venv)], what="venv", progress=progress)

@@ -96,7 +96,8 @@ def test_vendoring_migrates_with_the_bundles_own_python_and_wheels(tmp_path):
     pins = [_repack(next(site.glob(f"{dist}-*.dist-info")), payload / "wheels")
             for dist in ("psycopg", "psycopg_binary", "typing_extensions")]
     (payload / "requirements.txt").write_text("\n".join(pins) + "\n")
-    made = schemadump.make(payload, "3.23.28", tmp_path / "work", Progress(quiet=True))
+    made = schemadump.make(payload, "3.23.28", payload / "python" / "bin" / "python3",
+                           tmp_path / "work", Progress(quiet=True))
     assert made["migrations"] == 5
     assert schema.Dump.find(payload / "schema").release == RELEASE
     assert not list((payload / "app").rglob("__pycache__"))  # nothing added to the bundle

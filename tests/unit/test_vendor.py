@@ -253,6 +253,10 @@ def _bad_cases(tmp: Path, wheelhouse: Path) -> dict[str, tuple[list[str], str]]:
                                 "--python-version", "3", *offline], "--python-version"),
         "schema dump with system": (["saleor", "--version", "1.0", "--source", str(good),
                                      "--schema-dump", *offline], "--schema-dump"),
+        "schema dump on another python": (["saleor", "--version", "1.0", "--source",
+                                           str(good), "--schema-dump", "--build-python",
+                                           sys.executable, "--python-version", "3.9",
+                                           *offline], "--build-python"),
         "postgres-bin alone": (["saleor", "--version", "1.0", "--source", str(good),
                                 "--postgres-bin", str(empty), *offline], "--postgres-bin"),
         "postgres-bin without initdb": (["saleor", "--version", "1.0", "--source", str(good),
@@ -274,7 +278,8 @@ def _checkout(root: Path) -> Path:
 
 BAD = ["unknown app", "bad version", "missing source", "not saleor", "no requirements",
        "unpinned", "unreachable url", "no-index alone", "python-from with system",
-       "bad python version", "schema dump with system", "postgres-bin alone",
+       "bad python version", "schema dump with system", "schema dump on another python",
+       "postgres-bin alone",
        "postgres-bin without initdb", "dashboard not built", "storefront needs api url"]
 
 

@@ -141,3 +141,16 @@ def test_a_bundled_schema_dump_is_installed_and_restorable_here(host, bundled):
     assert dump["postgres_major"] == shipped["postgres_major"]
     version = host.check_output("pg_restore --version").split()[-1]
     assert int(version.split(".")[0]) >= dump["postgres_major"], version
+
+
+def test_the_app_tree_is_precompiled_for_the_venvs_python(host, bundled):
+    """The service user cannot write __pycache__ under /opt/saleor/app: without bytecode
+    baked, each start would compile every module again."""
+    tag = host.check_output(f"{VENV} -c 'import sys; print(sys.implementation.cache_tag)'")
+    found = host.run(f"find /opt/saleor/app/saleor -name '__init__.{tag}.pyc' | head -1")
+    assert found.stdout.strip(), f"no {tag} bytecode under /opt/saleor/app/saleor"
+    missing = host.run("cd /opt/saleor/app && for f in saleor/asgi*.py saleor/asgi/__init__.py "
+                       "saleor/celeryconf.py; do [ -e \"$f\" ] || continue; "
+                       f"d=$(dirname $f); b=$(basename $f .py); "
+                       f"[ -e \"$d/__pycache__/$b.{tag}.pyc\" ] || echo $f; done")
+    assert missing.stdout.strip() == "", missing.stdout

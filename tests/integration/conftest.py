@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -101,8 +102,26 @@ def baked(tmp_path_factory, shared_bases):
 SALEOR_TIER = ("saleor-api", "saleor-dashboard", "storefront")
 # What each stand-in's bundle is made from, and how (tests/fixtures/*-standin: the real
 # sources are unreachable here).
+# The saleor bundle carries its migrated schema (--schema-dump, made with the host's
+# PostgreSQL and a CPython 3.13 for the image's wheels): its first node restores it, and the
+# container release after it migrates the then non-empty database.
+def _python(minor: str) -> str:
+    """A CPython X.Y that runs here: on PATH, else one of pyenv's (a pyenv shim on PATH
+    answers only for the versions pyenv has selected)."""
+    candidates = [shutil.which(f"python{minor}"),
+                  *sorted(map(str, Path.home().glob(f".pyenv/versions/{minor}*/bin/python3")))]
+    for python in filter(None, candidates):
+        done = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+                              capture_output=True, text=True, check=False)
+        if done.returncode == 0 and done.stdout.strip() == minor:
+            return python
+    return f"python{minor} (none runs here)"
+
+
+PYTHON_313 = _python("3.13")
 STAND_INS = {
-    "saleor": ("saleor-standin", ["--runtime", "system", "--python-version", "3.13"]),
+    "saleor": ("saleor-standin", ["--runtime", "system", "--python-version", "3.13",
+                                  "--schema-dump", "--build-python", PYTHON_313]),
     "dashboard": ("dashboard-standin", []),
     "storefront": ("storefront-standin", []),
 }

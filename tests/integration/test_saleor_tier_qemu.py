@@ -136,6 +136,9 @@ def test_migrations_ran_once_for_the_release(shop):
                for n in _on(cluster, "saleor-api")]
     assert sorted(r["ran"] for r in reports) == [False, True], reports
     assert {r["by"] for r in reports} == {rows[0][1]}
+    # The bundle's schema dump went into the empty database instead of a migrate.
+    [first] = [r for r in reports if r["ran"]]
+    assert first["how"] == "restored" and first["applied_before"] == 0, first
 
 
 def test_exactly_one_beat_and_the_worker_runs_its_tasks(shop):
@@ -245,6 +248,7 @@ def test_the_new_release_migrated_by_its_first_node_and_one_beat_across_methods(
     report = probe.agent_report(cluster.vm(node), cluster.key, USER)["result"]
     assert report["install"] == "container"
     assert report["migrate"]["ran"] is True, report
+    assert report["migrate"]["how"] == "migrated", report  # a schema was there: no restore
     counted = beats(cluster)
     assert sorted(counted.values()) == [0, 1] and counted[node.name] == 0, counted
     assert _run(cluster, node, "sudo podman ps --all --quiet --filter name=^saleor-beat$ "

@@ -64,7 +64,7 @@ def find_bindir(bindir: Path | None = None) -> tuple[Path, int]:
     return bindir, major
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -94,7 +94,7 @@ def throwaway(bindir: Path | None = None, *, user: str = "saleor",
         for path in (top, run):
             os.chown(path, owner.pw_uid, owner.pw_gid)
     name = owner.pw_name if owner else None
-    server = Server(bindir, major, _free_port(), user, secrets.token_hex(16), database)
+    server = Server(bindir, major, free_port(), user, secrets.token_hex(16), database)
     log = top / "server.log"
     try:
         _check(_as_owner(name, [server.tool("initdb"), "-D", str(data), "-U", "postgres",

@@ -33,16 +33,22 @@ def make(payload: Path, version: str, python: Path, work: Path, progress: Progre
          bindir: Path | None = None) -> dict:
     """Fill payload/schema/ from the payload's app and wheels, installed for `python` (the
     bundle's own, or a CPython of the image's X.Y); the runtime entry for bundle.json."""
-    venv = work / "schema-venv"
-    with step(progress, "schema-venv", "the bundle's wheels in a scratch venv"):
-        common.run([str(python), "-m", "venv", str(venv)], what="venv", progress=progress)
-        common.run([str(venv / "bin" / "pip"), "install", "--quiet", "--no-index",
+    app_python = venv(payload, python, work / "schema-venv", progress)
+    return migrated(payload / "app", app_python, version, payload / DIRECTORY, work, progress,
+                    bindir)
+
+
+def venv(payload: Path, python: Path, where: Path, progress: Progress) -> Path:
+    """The payload's wheels installed into a new venv of `python`, as install-saleor.sh
+    does in the image; the venv's python."""
+    with step(progress, "venv", "the bundle's wheels in a scratch venv"):
+        common.run([str(python), "-m", "venv", str(where)], what="venv", progress=progress)
+        common.run([str(where / "bin" / "pip"), "install", "--quiet", "--no-index",
                     "--no-cache-dir", "--disable-pip-version-check",
                     "--find-links", str(payload / "wheels"),
                     "--requirement", str(payload / "requirements.txt")],
-                   what="pip install (schema venv)", progress=progress)
-    return migrated(payload / "app", venv / "bin" / "python", version, payload / DIRECTORY,
-                    work, progress, bindir)
+                   what="pip install (scratch venv)", progress=progress)
+    return where / "bin" / "python"
 
 
 def migrated(app: Path, python: Path, version: str, out: Path, work: Path,
